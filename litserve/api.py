@@ -1,0 +1,134 @@
+"""``LitAPI``: the one class a user writes, and what litserve reads off it.
+
+The hooks run inside a worker process, never in the app. The settings given to the constructor
+(batching, streaming, concurrency) travel with the object to each worker, so the app and the workers
+agree on them by construction.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+
+from .errors import ConfigurationError
+
+
+class LitAPI:
+    """Subclass this and implement ``setup`` and ``predict`` (and usually the two codecs).
+
+    Args:
+        max_batch_size: up to this many queued requests are given to ``predict`` at once, combined
+            by ``batch`` and split again by ``unbatch``. 1 turns batching off.
+        batch_timeout: seconds a batch waits, from its oldest request, for more requests to fill it.
+        stream: ``predict`` and ``encode_response`` are generators; each chunk is sent as produced.
+        max_concurrency: requests one worker runs at once when ``predict`` is ``async def``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_batch_size: int = 1,
+        batch_timeout: float = 0.0,
+        stream: bool = False,
+        max_concurrency: int = 1,
+    ) -> None:
+        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+            raise ConfigurationError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
+        if not isinstance(batch_timeout, (int, float)) or batch_timeout < 0:
+            raise ConfigurationError(f"batch_timeout must be a number >= 0, got {batch_timeout!r}")
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigurationError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        self.max_batch_size = max_batch_size
+        self.batch_timeout = float(batch_timeout)
+        self.stream = bool(stream)
+        self.max_concurrency = max_concurrency
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def setup(self, device: str) -> None:
+        """Load the model onto ``device`` (``"cpu"``, ``"cuda:N"`` or ``"mps"``); runs once per worker."""
+
+    def decode_request(self, request: Any) -> Any:
+        """Turn the parsed JSON body (or the pydantic model it was validated into) into model input."""
+        return request
+
+    def batch(self, inputs: list[Any]) -> Any:
+        """Combine decoded inputs into one model input: stacks tensors and arrays, else a list."""
+        first = inputs[0]
+        module = type(first).__module__.split(".")[0]
+        if module == "torch":
+            import torch
+
+            return torch.stack(inputs)
+        if module == "numpy":
+            import numpy
+
+            return numpy.stack(inputs)
+        return list(inputs)
+
+    def predict(self, x: Any) -> Any:
+        """Run the model. A generator when ``stream=True``; may be ``async def``."""
+        raise NotImplementedError("LitAPI.predict must be implemented")
+
+    def unbatch(self, output: Any) -> list[Any]:
+        """Split a batched output into one output per request, in request order."""
+        return list(output)
+
+    def encode_response(self, output: Any) -> Any:
+        """Turn model output into a JSON-serialisable value or a pydantic model."""
+        return output
+
+    # -- what litserve reads off the class -----------------------------------------------------------
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.predict) or inspect.isasyncgenfunction(self.predict)
+
+    def request_model(self) -> type[BaseModel] | None:
+        """The pydantic model ``decode_request``'s parameter is annotated with, if any."""
+        hints = _hints(self.decode_request)
+        params = [p for p in inspect.signature(self.decode_request).parameters.values()]
+        if not params:
+            return None
+        return _model_or_none(hints.get(params[0].name))
+
+    def response_model(self) -> type[BaseModel] | None:
+        """The pydantic model ``encode_response`` is annotated to return, if any."""
+        return _model_or_none(_hints(self.encode_response).get("return"))
+
+    def check(self) -> None:
+        """Refuse, at app creation, combinations that cannot work, with a message saying why."""
+        if type(self).predict is LitAPI.predict:
+            raise ConfigurationError(f"{type(self).__name__} must implement predict()")
+        for name in ("max_batch_size", "batch_timeout", "stream", "max_concurrency"):
+            if not hasattr(self, name):
+                raise ConfigurationError(
+                    f"{type(self).__name__}.__init__ must call super().__init__() (missing {name!r})"
+                )
+        gen = inspect.isgeneratorfunction(self.predict) or inspect.isasyncgenfunction(self.predict)
+        if self.stream and not gen:
+            raise ConfigurationError("stream=True needs predict() to be a generator (use yield)")
+        if gen and not self.stream:
+            raise ConfigurationError("predict() is a generator: pass stream=True to the LitAPI constructor")
+        if self.stream and self.max_batch_size > 1:
+            raise ConfigurationError(
+                "stream=True with max_batch_size > 1 is not supported: each stream runs on its own; "
+                "use workers_per_device or max_concurrency (async predict) for parallel streams"
+            )
+        if self.max_concurrency > 1 and not self.is_async:
+            raise ConfigurationError("max_concurrency > 1 needs an async predict (async def)")
+
+
+def _hints(fn: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: behave as if unannotated
+        return {}
+
+
+def _model_or_none(tp: Any) -> type[BaseModel] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    return None
+

@@ -1,0 +1,121 @@
+"""Exceptions a user of litserve can see, and the one table that turns them into HTTP statuses.
+
+::
+
+    LitServeError
+    ├── ConfigurationError          bad settings given to create_app / LitServer (raised at once)
+    ├── WorkerStartupError          a worker's setup() raised, or did not finish before startup_timeout
+    └── RequestError                a request ended without a model result; carries .status and .detail
+        ├── BadRequest              400  the body is not valid JSON
+        ├── Unauthorized            401  missing or wrong X-API-Key
+        ├── PayloadTooLarge         413  body over max_payload_size
+        ├── ValidationFailed        422  the body does not match the pydantic model (names the field)
+        ├── ServiceUnavailable      503  queue full, draining, or no worker can serve (has Retry-After)
+        ├── WorkerDied              503  the worker running the request exited
+        ├── RequestTimeout          504  the request's timeout passed before its response
+        └── ClientDisconnected      499  the client left; nothing is sent (the status is for logs/metrics)
+
+User code raising ``starlette.exceptions.HTTPException`` (or FastAPI's subclass) keeps its status and
+detail; any other exception in user code becomes 500 with ``{"error": "<Type>: <message>"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic_core
+
+
+class LitServeError(Exception):
+    """Base of every litserve exception."""
+
+
+class ConfigurationError(LitServeError, ValueError):
+    """Raised when create_app or LitServer gets settings that cannot work."""
+
+
+class WorkerStartupError(LitServeError, RuntimeError):
+    """Raised when a worker cannot become ready: its setup raised or ran past the deadline."""
+
+
+class RequestError(LitServeError):
+    status: int = 500
+    headers: dict[str, str] = {}
+
+    def __init__(self, detail: Any = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail if detail is not None else self.__class__.__doc__
+        if headers:
+            self.headers = headers
+
+    def body(self) -> bytes:
+        return error_body(self.detail)
+
+
+class BadRequest(RequestError):
+    """The request body is not valid JSON."""
+
+    status = 400
+
+
+class Unauthorized(RequestError):
+    """Missing or invalid X-API-Key header."""
+
+    status = 401
+
+
+class PayloadTooLarge(RequestError):
+    """The request body is larger than max_payload_size."""
+
+    status = 413
+
+
+class ValidationFailed(RequestError):
+    """The request body does not match the model's schema."""
+
+    status = 422
+
+
+class ServiceUnavailable(RequestError):
+    """The server cannot take this request now; retry later."""
+
+    status = 503
+
+    def __init__(self, detail: Any = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail, headers={"retry-after": str(retry_after)})
+
+
+class WorkerDied(ServiceUnavailable):
+    """The worker running this request exited before answering; it is being replaced."""
+
+
+class RequestTimeout(RequestError):
+    """The request did not complete within the server's timeout."""
+
+    status = 504
+
+
+class ClientDisconnected(RequestError):
+    """The client closed the connection before its response."""
+
+    status = 499
+
+
+def error_body(detail: Any) -> bytes:
+    """The JSON body of every error response: ``{"error": detail}``."""
+    return pydantic_core.to_json({"error": detail}, fallback=str)
+
+
+def user_exception_reply(exc: BaseException) -> tuple[int, bytes]:
+    """Status and body for an exception raised by user code inside a worker."""
+    status = getattr(exc, "status_code", None)
+    if _is_http_exception(exc) and isinstance(status, int) and 400 <= status <= 599:
+        return status, error_body(getattr(exc, "detail", None) or str(exc))
+    if isinstance(exc, RequestError):
+        return exc.status, exc.body()
+    return 500, error_body(f"{type(exc).__name__}: {exc}")
+
+
+def _is_http_exception(exc: BaseException) -> bool:
+    # Starlette's and FastAPI's HTTPException (a subclass), without importing either in the worker.
+    return any(cls.__name__ == "HTTPException" for cls in type(exc).__mro__)

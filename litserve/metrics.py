@@ -1,0 +1,102 @@
+"""Prometheus metrics of one app, in a registry of its own.
+
+A registry per app (not the global default) so that two apps in one process, or one test after
+another, never share counters. Gauges that mirror internal state (queue depth, in flight, workers
+ready) are read at scrape time through callbacks, so the request path never updates them.
+
+Under gunicorn each HTTP process has its own registry; set ``PROMETHEUS_MULTIPROC_DIR`` to have
+``/metrics`` aggregate every process (prometheus-client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self, route: str) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = Counter(
+            "litserve_requests", "Requests answered, by route and status.", ["route", "status"], registry=reg
+        )
+        self.duration = Histogram(
+            "litserve_request_duration_seconds",
+            "Time from a request's arrival to its response (to its last chunk when streaming).",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        ).labels(route)
+        self.queue_wait = Histogram(
+            "litserve_queue_wait_seconds",
+            "Time a request waited in the app's queue before a worker took it.",
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.batch_size = Histogram(
+            "litserve_batch_size", "Requests per batch sent to a worker.", buckets=_BATCH_BUCKETS, registry=reg
+        )
+        self.timeouts = Counter("litserve_timeouts", "Requests that got 504.", registry=reg)
+        self.disconnects = Counter(
+            "litserve_disconnects", "Requests whose client left before the response.", registry=reg
+        )
+        self.restarts = Counter(
+            "litserve_worker_restarts", "Workers started again after one exited.", registry=reg
+        )
+        self.queue_depth = Gauge(
+            "litserve_queue_depth", "Requests waiting for a worker.", registry=reg, multiprocess_mode="livesum"
+        )
+        self.in_flight = Gauge(
+            "litserve_requests_in_flight",
+            "Requests accepted and not yet answered.",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.workers_ready = Gauge(
+            "litserve_workers_ready", "Workers ready to serve.", registry=reg, multiprocess_mode="livesum"
+        )
+        self._route = route
+        self._by_status: dict[int, Counter] = {}
+
+    def bind(self, queue_depth: Callable[[], float], in_flight: Callable[[], float], ready: Callable[[], float]) -> None:
+        """Read these gauges from live state at scrape time (single-process mode)."""
+        if not self.multiprocess:
+            self.queue_depth.set_function(queue_depth)
+            self.in_flight.set_function(in_flight)
+            self.workers_ready.set_function(ready)
+        self._live = (queue_depth, in_flight, ready)
+
+    def answered(self, status: int, seconds: float) -> None:
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = self._by_status[status] = self.requests.labels(self._route, str(status))
+        counter.inc()
+        self.duration.observe(seconds)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text to serve on /metrics, and its content type."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            q, f, r = self._live
+            self.queue_depth.set(q())
+            self.in_flight.set(f())
+            self.workers_ready.set(r())
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

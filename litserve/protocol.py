@@ -1,0 +1,101 @@
+"""The wire format between the app (ROUTER) and its workers (DEALER).
+
+Only bytes cross the socket, in a fixed layout, so that nothing is ever unpickled off it and a
+malformed or foreign frame can be rejected by looking at a few bytes.
+
+A message is a list of ZeroMQ frames::
+
+    [header, item_head, item_payload, item_head, item_payload, ...]
+
+- ``header`` is two bytes: the protocol version and the frame kind (one ASCII letter).
+- ``item_head`` is ``struct "!QH"``: the request id (u64) and a status (u16), optionally followed by
+  ASCII bytes whose meaning depends on the kind (the client's ``X-Request-ID`` in a REQUEST).
+- ``item_payload`` is opaque bytes: the request body, the encoded response, a chunk, or an error body.
+
+One message may carry several items: a REQUEST with several items is one batch; a RESULT with several
+items answers several requests at once. READY and FAILED carry a single JSON item (worker facts or the
+setup error), STOP carries none.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+VERSION: Final = 1
+
+# app -> worker
+REQUEST: Final = ord("R")  # items: (rid, 0, x-request-id) + body; several items form one batch
+CANCEL: Final = ord("C")  # items: (rid, 0) + b""; the client left or its deadline passed
+STOP: Final = ord("S")  # no items; finish what is running, then exit
+
+# worker -> app
+READY: Final = ord("Y")  # one item: (0, capacity) + JSON {"pid", "device"}
+FAILED: Final = ord("F")  # one item: (0, 0) + JSON {"error"}; setup raised, the worker exits
+RESULT: Final = ord("D")  # items: (rid, http status) + response body; terminal for each rid
+CHUNK: Final = ord("K")  # items: (rid, 200) + one encoded stream chunk
+END: Final = ord("E")  # items: (rid, status) + b"" or an error body; terminal for a stream
+
+KINDS: Final = frozenset({REQUEST, CANCEL, STOP, READY, FAILED, RESULT, CHUNK, END})
+TERMINAL: Final = frozenset({RESULT, END})
+
+_ITEM = struct.Struct("!QH")
+ITEM_SIZE: Final = _ITEM.size
+MAX_TAG_BYTES: Final = 256
+
+_HEADERS: Final = {kind: bytes((VERSION, kind)) for kind in KINDS}
+
+
+class ProtocolError(ValueError):
+    """A frame that does not follow this module's layout; the receiver drops it and logs why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    rid: int
+    status: int
+    payload: bytes
+    tag: bytes = b""
+
+
+def header(kind: int) -> bytes:
+    return _HEADERS[kind]
+
+
+def item_head(rid: int, status: int = 0, tag: bytes = b"") -> bytes:
+    return _ITEM.pack(rid, status) + tag if tag else _ITEM.pack(rid, status)
+
+
+def encode(kind: int, items: list[tuple[int, int, bytes]] | None = None) -> list[bytes]:
+    """Frames for ``items`` given as ``(rid, status, payload)`` triples."""
+    frames = [_HEADERS[kind]]
+    for rid, status, payload in items or ():
+        frames.append(_ITEM.pack(rid, status))
+        frames.append(payload)
+    return frames
+
+
+def decode(frames: list[bytes]) -> tuple[int, list[Item]]:
+    """Parse a message into its kind and items, or raise ProtocolError."""
+    if not frames:
+        raise ProtocolError("empty message")
+    head = frames[0]
+    if len(head) != 2:
+        raise ProtocolError(f"header must be 2 bytes, got {len(head)}")
+    if head[0] != VERSION:
+        raise ProtocolError(f"unsupported protocol version {head[0]}")
+    kind = head[1]
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown frame kind {kind!r}")
+    if len(frames) % 2 != 1:
+        raise ProtocolError("items must come in (head, payload) pairs")
+    items = []
+    unpack = _ITEM.unpack_from
+    for i in range(1, len(frames), 2):
+        ihead = frames[i]
+        if len(ihead) < ITEM_SIZE or len(ihead) > ITEM_SIZE + MAX_TAG_BYTES:
+            raise ProtocolError(f"item head must be {ITEM_SIZE}..{ITEM_SIZE + MAX_TAG_BYTES} bytes")
+        rid, status = unpack(ihead)
+        items.append(Item(rid, status, frames[i + 1], bytes(ihead[ITEM_SIZE:])))
+    return kind, items

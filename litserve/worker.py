@@ -1,0 +1,401 @@
+"""The worker process: one device, one DEALER socket, the user's hooks.
+
+It is spawned (never forked, so CUDA is safe), runs ``setup(device)`` once, reports READY with its
+capacity, then serves REQUEST frames until STOP or until its parent dies. Every request it receives
+gets exactly one terminal reply (RESULT or END), even a cancelled one, so the app's count of what
+each worker holds is always exact. User exceptions become error replies; the worker lives on.
+
+Two loops: a plain blocking loop for ``def predict`` (nothing to interleave but CANCEL checks between
+requests and between chunks), and an asyncio loop for ``async def predict`` that runs up to
+``max_concurrency`` requests at once and cancels a request's task on CANCEL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from . import protocol as P
+from .api import LitAPI
+from .codec import RequestDecoder, ResponseEncoder
+from .context import reset_request_ids, set_request_ids
+from .errors import user_exception_reply
+
+logger = logging.getLogger("litserve.worker")
+
+CANCELLED = 499  # status of the terminal reply for a request the app gave up on; never sent to a client
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs, handed over once by multiprocessing's spawn (never over the socket)."""
+
+    api: LitAPI
+    address: str
+    identity: bytes
+    device: str
+    name: str
+    log_level: int = logging.INFO
+
+
+def main(spec: WorkerSpec) -> None:
+    """Entry point of the spawned process."""
+    # Ctrl-C and a process manager's group-wide SIGTERM reach us too; the app drains and stops us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _exit_with_parent()
+    logging.basicConfig(
+        level=spec.log_level, format=f"%(asctime)s %(levelname)s litserve {spec.name}[%(process)d]: %(message)s"
+    )
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, spec.identity)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(spec.address)
+    api = spec.api
+    try:
+        _select_device(spec.device)
+        api.setup(spec.device)
+    except BaseException as exc:
+        logger.error("setup(%r) failed:\n%s", spec.device, traceback.format_exc())
+        detail = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=20)}
+        sock.send_multipart(P.encode(P.FAILED, [(0, 0, json.dumps(detail).encode())]))
+        sock.close(linger=2000)
+        ctx.term()
+        sys.exit(1)
+    capacity = api.max_concurrency if api.is_async else 1
+    facts = {"pid": os.getpid(), "device": spec.device}
+    sock.send_multipart(P.encode(P.READY, [(0, capacity, json.dumps(facts).encode())]))
+    try:
+        if api.is_async:
+            asyncio.run(AsyncRunner(api, sock).run())
+        else:
+            SyncRunner(api, sock).run()
+    finally:
+        sock.close(linger=1000)
+        ctx.term()
+
+
+def _exit_with_parent() -> None:
+    """Exit as soon as the app process is gone, so a ``kill -9`` of the server leaves no orphan."""
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="litserve-parent-watch", daemon=True).start()
+
+
+def _select_device(device: str) -> None:
+    if device.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(int(device.split(":", 1)[1]))
+
+
+class _Hooks:
+    """The user's hooks with litserve's codecs around them, shared by both loops."""
+
+    def __init__(self, api: LitAPI) -> None:
+        self.api = api
+        self.decode_body = RequestDecoder(api.request_model())
+        self.encode_value = ResponseEncoder(api.response_model())
+        self.batched = api.max_batch_size > 1
+
+    def decode(self, payload: bytes) -> Any:
+        return self.api.decode_request(self.decode_body(payload))
+
+
+def _ids(items: list[P.Item]) -> tuple[str, ...]:
+    return tuple(it.tag.decode("ascii", "replace") for it in items)
+
+
+def _log_user_error(exc: BaseException, items: list[P.Item], where: str) -> None:
+    status, _ = user_exception_reply(exc)
+    if status >= 500:
+        logger.error("%s raised for request %s", where, ",".join(_ids(items)), exc_info=exc)
+
+
+class SyncRunner:
+    """The blocking loop for ``def predict``."""
+
+    def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
+        self.hooks = _Hooks(api)
+        self.sock = sock
+        self.pending: deque[list[P.Item]] = deque()
+        self.known: set[int] = set()  # received, no terminal reply sent yet
+        self.cancelled: set[int] = set()
+        self.stopping = False
+
+    def run(self) -> None:
+        sock = self.sock
+        while not (self.stopping and not self.pending):
+            if not self.pending:
+                self._handle(sock.recv_multipart())
+            self._drain()
+            if self.pending:
+                self._run(self.pending.popleft())
+
+    def _drain(self) -> None:
+        sock = self.sock
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._handle(sock.recv_multipart())
+
+    def _handle(self, frames: list[bytes]) -> None:
+        try:
+            kind, items = P.decode(frames)
+        except P.ProtocolError as exc:
+            logger.warning("dropped a malformed frame from the app: %s", exc)
+            return
+        if kind == P.REQUEST:
+            self.pending.append(items)
+            self.known.update(it.rid for it in items)
+        elif kind == P.CANCEL:
+            self.cancelled.update(it.rid for it in items if it.rid in self.known)
+        elif kind == P.STOP:
+            self.stopping = True
+
+    def _send(self, kind: int, replies: list[tuple[int, int, bytes]]) -> None:
+        for rid, _, _ in replies if kind in P.TERMINAL else ():
+            self.known.discard(rid)
+            self.cancelled.discard(rid)
+        self.sock.send_multipart(P.encode(kind, replies))
+
+    def _run(self, items: list[P.Item]) -> None:
+        replies: list[tuple[int, int, bytes]] = []
+        live = []
+        for it in items:
+            if it.rid in self.cancelled:
+                replies.append((it.rid, CANCELLED, b""))
+            else:
+                live.append(it)
+        if live:
+            if self.hooks.api.stream:
+                if replies:
+                    self._send(P.RESULT, replies)
+                    replies = []
+                self._stream(live[0])
+            else:
+                replies.extend(self._predict(live))
+        if replies:
+            self._send(P.RESULT, replies)
+
+    def _predict(self, items: list[P.Item]) -> list[tuple[int, int, bytes]]:
+        hooks, api = self.hooks, self.hooks.api
+        replies: list[tuple[int, int, bytes]] = []
+        inputs, ok = [], []
+        for it in items:
+            token = set_request_ids((it.tag.decode("ascii", "replace"),))
+            try:
+                inputs.append(hooks.decode(it.payload))
+                ok.append(it)
+            except Exception as exc:
+                _log_user_error(exc, [it], "decode_request")
+                replies.append((it.rid, *user_exception_reply(exc)))
+            finally:
+                reset_request_ids(token)
+        if not ok:
+            return replies
+        token = set_request_ids(_ids(ok))
+        try:
+            if hooks.batched:
+                outputs = api.unbatch(api.predict(api.batch(inputs)))
+                outputs = list(outputs)
+                if len(outputs) != len(ok):
+                    raise RuntimeError(
+                        f"unbatch() returned {len(outputs)} outputs for a batch of {len(ok)} requests"
+                    )
+            else:
+                outputs = [api.predict(inputs[0])]
+        except Exception as exc:
+            _log_user_error(exc, ok, "predict")
+            reply = user_exception_reply(exc)
+            return replies + [(it.rid, *reply) for it in ok]
+        finally:
+            reset_request_ids(token)
+        for it, out in zip(ok, outputs):
+            token = set_request_ids((it.tag.decode("ascii", "replace"),))
+            try:
+                replies.append((it.rid, 200, hooks.encode_value(api.encode_response(out))))
+            except Exception as exc:
+                _log_user_error(exc, [it], "encode_response")
+                replies.append((it.rid, *user_exception_reply(exc)))
+            finally:
+                reset_request_ids(token)
+        return replies
+
+    def _stream(self, it: P.Item) -> None:
+        hooks, api = self.hooks, self.hooks.api
+        rid = it.rid
+        token = set_request_ids((it.tag.decode("ascii", "replace"),))
+        outputs = chunks = None
+        try:
+            outputs = api.predict(hooks.decode(it.payload))
+            chunks = api.encode_response(outputs)
+            for value in chunks:
+                self._send(P.CHUNK, [(rid, 200, hooks.encode_value(value))])
+                self._drain()
+                if rid in self.cancelled:
+                    self._send(P.END, [(rid, CANCELLED, b"")])
+                    return
+        except Exception as exc:
+            _log_user_error(exc, [it], "stream")
+            self._send(P.END, [(rid, *user_exception_reply(exc))])
+            return
+        finally:
+            for gen in (chunks, outputs):
+                close = getattr(gen, "close", None)
+                if close is not None:
+                    close()
+            reset_request_ids(token)
+        self._send(P.END, [(rid, 200, b"")])
+
+
+class AsyncRunner:
+    """The asyncio loop for ``async def predict``: up to ``max_concurrency`` requests at once."""
+
+    def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
+        import zmq.asyncio
+
+        self.hooks = _Hooks(api)
+        self.sock = zmq.asyncio.Socket.from_socket(sock)
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.batches: dict[int, list[int]] = {}  # rid -> rids of its batch, to cancel only whole batches
+        self.cancelled: set[int] = set()
+
+    async def run(self) -> None:
+        while True:
+            frames = await self.sock.recv_multipart()
+            try:
+                kind, items = P.decode(frames)
+            except P.ProtocolError as exc:
+                logger.warning("dropped a malformed frame from the app: %s", exc)
+                continue
+            if kind == P.REQUEST:
+                task = asyncio.create_task(self._run(items))
+                rids = [it.rid for it in items]
+                for rid in rids:
+                    self.tasks[rid] = task
+                    self.batches[rid] = rids
+            elif kind == P.CANCEL:
+                for it in items:
+                    self._cancel(it.rid)
+            elif kind == P.STOP:
+                if self.tasks:
+                    await asyncio.wait(set(self.tasks.values()))
+                return
+
+    def _cancel(self, rid: int) -> None:
+        task = self.tasks.get(rid)
+        if task is None:
+            return
+        self.cancelled.add(rid)
+        if all(r in self.cancelled for r in self.batches[rid]):
+            task.cancel()
+
+    async def _send(self, kind: int, replies: list[tuple[int, int, bytes]]) -> None:
+        await self.sock.send_multipart(P.encode(kind, replies))
+
+    async def _run(self, items: list[P.Item]) -> None:
+        rids = [it.rid for it in items]
+        try:
+            if self.hooks.api.stream:
+                await self._stream(items[0])
+            else:
+                await self._send(P.RESULT, await self._predict(items))
+        except asyncio.CancelledError:
+            kind = P.END if self.hooks.api.stream else P.RESULT
+            await self._send(kind, [(rid, CANCELLED, b"") for rid in rids])
+        finally:
+            for rid in rids:
+                self.tasks.pop(rid, None)
+                self.batches.pop(rid, None)
+                self.cancelled.discard(rid)
+
+    async def _predict(self, items: list[P.Item]) -> list[tuple[int, int, bytes]]:
+        hooks, api = self.hooks, self.hooks.api
+        replies: list[tuple[int, int, bytes]] = []
+        inputs, ok = [], []
+        for it in items:
+            set_request_ids((it.tag.decode("ascii", "replace"),))
+            try:
+                inputs.append(await _maybe_await(hooks.decode(it.payload)))
+                ok.append(it)
+            except Exception as exc:
+                _log_user_error(exc, [it], "decode_request")
+                replies.append((it.rid, *user_exception_reply(exc)))
+        if not ok:
+            return replies
+        set_request_ids(_ids(ok))
+        try:
+            if hooks.batched:
+                outputs = list(api.unbatch(await api.predict(api.batch(inputs))))
+                if len(outputs) != len(ok):
+                    raise RuntimeError(
+                        f"unbatch() returned {len(outputs)} outputs for a batch of {len(ok)} requests"
+                    )
+            else:
+                outputs = [await api.predict(inputs[0])]
+        except Exception as exc:
+            _log_user_error(exc, ok, "predict")
+            reply = user_exception_reply(exc)
+            return replies + [(it.rid, *reply) for it in ok]
+        for it, out in zip(ok, outputs):
+            set_request_ids((it.tag.decode("ascii", "replace"),))
+            try:
+                replies.append((it.rid, 200, hooks.encode_value(await _maybe_await(api.encode_response(out)))))
+            except Exception as exc:
+                _log_user_error(exc, [it], "encode_response")
+                replies.append((it.rid, *user_exception_reply(exc)))
+        return replies
+
+    async def _stream(self, it: P.Item) -> None:
+        hooks, api = self.hooks, self.hooks.api
+        rid = it.rid
+        set_request_ids((it.tag.decode("ascii", "replace"),))
+        outputs = chunks = None
+        try:
+            outputs = api.predict(await _maybe_await(hooks.decode(it.payload)))
+            chunks = api.encode_response(outputs)
+            if hasattr(chunks, "__aiter__"):
+                async for value in chunks:
+                    await self._send(P.CHUNK, [(rid, 200, hooks.encode_value(value))])
+            else:
+                for value in chunks:
+                    await self._send(P.CHUNK, [(rid, 200, hooks.encode_value(value))])
+        except Exception as exc:
+            _log_user_error(exc, [it], "stream")
+            await self._send(P.END, [(rid, *user_exception_reply(exc))])
+            return
+        finally:
+            for gen in (chunks, outputs):
+                if hasattr(gen, "aclose"):
+                    await gen.aclose()
+                elif hasattr(gen, "close"):
+                    gen.close()
+        await self._send(P.END, [(rid, 200, b"")])
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
