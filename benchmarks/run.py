@@ -318,6 +318,7 @@ def _wait_group_gone(target: Target, deadline: float) -> bool:
 def stop_target(target: Target) -> dict[str, Any]:
     """SIGTERM the whole group, SIGKILL after a deadline, then verify nothing is left."""
     sent_kill = False
+    t0 = time.monotonic()
     try:
         os.killpg(target.pgid, signal.SIGTERM)
     except ProcessLookupError:
@@ -335,6 +336,7 @@ def stop_target(target: Target) -> dict[str, Any]:
         print(f"WARNING: {target.name} left pids {leftover} (port open: {still_listening})", file=sys.stderr)
     return {
         "sigkill_needed": sent_kill,
+        "stop_s": round(time.monotonic() - t0, 3),
         "leftover_pids": leftover,
         "port_still_open": still_listening,
         "exit_code": target.proc.returncode,
@@ -610,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"[round {rnd}/{args.rounds}] {name:9s} c={conc:<4d} {r.requests_per_s:9.0f} req/s  "
                         f"p50 {r.latency_ms['p50']:.2f} ms  p99 {r.latency_ms['p99']:.2f} ms  "
-                        f"errors {r.errors_total}  start {r.startup_s:.2f}s",
+                        f"errors {r.errors_total}  start {r.startup_s:.2f}s  stop {r.shutdown['stop_s']:.2f}s"
+                        + ("  (ignored SIGTERM: needed SIGKILL)" if r.shutdown["sigkill_needed"] else ""),
                         file=sys.stderr,
                         flush=True,
                     )
