@@ -39,6 +39,7 @@ _JSON = (b"content-type", b"application/json")
 _NDJSON = (b"content-type", b"application/x-ndjson")
 _SSE = (b"content-type", b"text/event-stream")
 _NO_CACHE = (b"cache-control", b"no-cache")
+WATCH_DELAY = 0.01  # seconds before a unary call starts watching for its client's disconnect
 
 
 def new_request_id() -> bytes:
@@ -145,6 +146,9 @@ class PredictEndpoint:
                 return b"".join(parts)
 
     # -- waiting --------------------------------------------------------------------------------------
+    def _start_watch(self, receive: Receive, call: Call, holder: list[Any]) -> None:
+        holder[0] = self._watch(receive, call)
+
     def _watch(self, receive: Receive, call: Call) -> asyncio.Task[None]:
         async def watch() -> None:
             while True:
@@ -163,7 +167,10 @@ class PredictEndpoint:
     async def _unary(self, call: Call, receive: Receive, send: Send, request_id: bytes, arrived: float) -> int:
         loop = asyncio.get_running_loop()
         timer = loop.call_at(arrived + self.timeout, self._expire, call) if self.timeout is not None else None
-        watcher = self._watch(receive, call)
+        # Most calls finish in well under WATCH_DELAY; watching for a disconnect costs a task, so it
+        # starts only for calls still waiting by then. A client that left earlier is seen then.
+        watch: list[Any] = [None]
+        watch[0] = loop.call_later(WATCH_DELAY, self._start_watch, receive, call, watch)
         try:
             status, payload = await call.future
         except RequestError as exc:
@@ -173,8 +180,9 @@ class PredictEndpoint:
         finally:
             if timer is not None:
                 timer.cancel()
-            watcher.cancel()
-            self.pool.cancel(call, ClientDisconnected())  # no-op unless we are being cancelled ourselves
+            watch[0].cancel()  # the timer, or the task it started
+            if not call.finished:
+                self.pool.cancel(call, ClientDisconnected())  # we are being cancelled ourselves
         await send(
             {
                 "type": "http.response.start",
@@ -238,7 +246,8 @@ class PredictEndpoint:
             if holder[0] is not None:
                 holder[0].cancel()
             watcher.cancel()
-            self.pool.cancel(call, ClientDisconnected())
+            if not call.finished:
+                self.pool.cancel(call, ClientDisconnected())
 
 
 def _error_record(body: bytes, sse: bool) -> bytes:

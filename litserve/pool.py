@@ -36,6 +36,9 @@ from .supervisor import READY, Supervisor, WorkerHandle
 
 logger = logging.getLogger("litserve")
 
+# Plain ints: pyzmq's enum constants cost a Python-level enum operation on every use.
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
+
 NEW, STARTING, RUNNING, DRAINING, STOPPED = "new", "starting", "running", "draining", "stopped"
 
 
@@ -118,6 +121,7 @@ class Pool:
         self._supervisor: Supervisor | None = None
         self._starting: asyncio.Future[None] | None = None
         self._drain_soon = False
+        self._kicked = False
         self._wake: asyncio.TimerHandle | None = None
         self._wake_at: float | None = None
         self._idle: asyncio.Event | None = None
@@ -249,7 +253,7 @@ class Pool:
         assert self._loop is not None
         call = Call(rid, job, self.api.stream, self._loop)
         self.calls[rid] = call
-        self._schedule()
+        self._kick()
         return call
 
     def cancel(self, call: Call, exc: RequestError) -> None:
@@ -263,19 +267,33 @@ class Pool:
         self._check_idle()
 
     # -- scheduling and sending -----------------------------------------------------------------------
+    def _kick(self) -> None:
+        """Schedule at the end of this loop turn, so what arrives together is dispatched together."""
+        if not self._kicked:
+            self._kicked = True
+            assert self._loop is not None
+            self._loop.call_soon(self._schedule)
+
     def _schedule(self) -> None:
+        self._kicked = False
         now = time.monotonic()
         dispatches, wake_at = self.scheduler.schedule(now)
-        for worker, jobs in dispatches:
-            frames = [P.header(P.REQUEST)]
+        if dispatches:
             wait = self.metrics.queue_wait
-            for job in jobs:
-                frames.append(P.item_head(job.rid, 0, job.tag))
-                frames.append(job.payload)
-                job.payload = b""
-                wait.observe(now - job.enqueued_at)
-            self.metrics.batch_size.observe(len(jobs))
-            self._send(worker.encode(), frames)
+            size = self.metrics.batch_size
+            messages: dict[str, list[bytes]] = {}
+            for worker, jobs in dispatches:
+                frames = messages.get(worker)
+                if frames is None:
+                    frames = messages[worker] = [P.header(P.REQUEST)]
+                number = len(frames)  # distinct per batch within the message; only equality matters
+                for job in jobs:
+                    frames.append(P.item_head(job.rid, number & 0xFFFF, job.tag))
+                    frames.append(job.payload)
+                    wait.observe(now - job.enqueued_at)
+                size.observe(len(jobs))
+            for worker, frames in messages.items():
+                self._send(worker.encode(), frames)
         if wake_at is not None and (self._wake_at is None or wake_at < self._wake_at):
             if self._wake is not None:
                 self._wake.cancel()
@@ -292,11 +310,11 @@ class Pool:
         if sock is None:
             return
         try:
-            sock.send_multipart([identity, *frames], zmq.NOBLOCK)
+            sock.send_multipart([identity, *frames], _NOBLOCK)
         except zmq.ZMQError as exc:
             # The worker is gone (its death will be seen through its sentinel) or the socket closed.
             logger.debug("send to %r failed: %s", identity, exc)
-        if not self._drain_soon and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if not self._drain_soon and sock.getsockopt(_EVENTS) & _POLLIN:
             # Sending may have consumed the readable edge: read what is waiting on the next turn.
             self._drain_soon = True
             assert self._loop is not None
@@ -313,8 +331,8 @@ class Pool:
             return
         got = False
         try:
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+            while sock.getsockopt(_EVENTS) & _POLLIN:
+                frames = sock.recv_multipart(_NOBLOCK)
                 got = True
                 self._on_message(frames)
         except zmq.ZMQError as exc:

@@ -12,8 +12,10 @@ A message is a list of ZeroMQ frames::
   ASCII bytes whose meaning depends on the kind (the client's ``X-Request-ID`` in a REQUEST).
 - ``item_payload`` is opaque bytes: the request body, the encoded response, a chunk, or an error body.
 
-One message may carry several items: a REQUEST with several items is one batch; a RESULT with several
-items answers several requests at once. READY and FAILED carry a single JSON item (worker facts or the
+One message may carry several items. In a REQUEST the status field is the item's batch number within
+the message: consecutive items with the same number form one batch, so one message can carry several
+batches (the app coalesces what it dispatches to a worker in one event-loop turn). A RESULT with
+several items answers several requests at once (the worker coalesces replies the same way). READY and FAILED carry a single JSON item (worker facts or the
 setup error), STOP carries none.
 """
 
@@ -26,7 +28,7 @@ from typing import Final
 VERSION: Final = 1
 
 # app -> worker
-REQUEST: Final = ord("R")  # items: (rid, 0, x-request-id) + body; several items form one batch
+REQUEST: Final = ord("R")  # items: (rid, batch number, x-request-id) + body
 CANCEL: Final = ord("C")  # items: (rid, 0) + b""; the client left or its deadline passed
 STOP: Final = ord("S")  # no items; finish what is running, then exit
 
@@ -74,6 +76,19 @@ def encode(kind: int, items: list[tuple[int, int, bytes]] | None = None) -> list
         frames.append(_ITEM.pack(rid, status))
         frames.append(payload)
     return frames
+
+
+def split_batches(items: list[Item]) -> list[list[Item]]:
+    """A REQUEST's items grouped into batches: runs of consecutive items with the same batch number."""
+    batches: list[list[Item]] = []
+    last = -1
+    for it in items:
+        if it.status != last or not batches:
+            batches.append([it])
+            last = it.status
+        else:
+            batches[-1].append(it)
+    return batches
 
 
 def decode(frames: list[bytes]) -> tuple[int, list[Item]]:

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from .context import reset_request_ids, set_request_ids
 from .errors import user_exception_reply
 
 logger = logging.getLogger("litserve.worker")
+
+# Plain ints: pyzmq's enum constants cost a Python-level enum operation on every use.
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 CANCELLED = 499  # status of the terminal reply for a request the app gave up on; never sent to a client
 
@@ -79,7 +83,7 @@ def main(spec: WorkerSpec) -> None:
         sock.close(linger=2000)
         ctx.term()
         sys.exit(1)
-    capacity = api.max_concurrency if api.is_async else 1
+    capacity = api.max_concurrency if api.is_async else SyncRunner.capacity(api)
     facts = {"pid": os.getpid(), "device": spec.device}
     sock.send_multipart(P.encode(P.READY, [(0, capacity, json.dumps(facts).encode())]))
     try:
@@ -137,7 +141,16 @@ def _log_user_error(exc: BaseException, items: list[P.Item], where: str) -> None
 
 
 class SyncRunner:
-    """The blocking loop for ``def predict``."""
+    """The blocking loop for ``def predict``.
+
+    Without batching the app keeps up to ``PREFETCH`` requests here, so the worker never idles for a
+    round trip between two requests, and replies finished close together leave in one message
+    (flushed when no more work is waiting, or after ``COALESCE_SECONDS``). With batching the app
+    keeps one batch here at a time, so batches fill in the app's queue while this one runs.
+    """
+
+    PREFETCH = 32
+    COALESCE_SECONDS = 0.001
 
     def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
         self.hooks = _Hooks(api)
@@ -146,19 +159,29 @@ class SyncRunner:
         self.known: set[int] = set()  # received, no terminal reply sent yet
         self.cancelled: set[int] = set()
         self.stopping = False
+        self.outbox: list[tuple[int, int, bytes]] = []
+        self.outbox_since = 0.0
+
+    @staticmethod
+    def capacity(api: LitAPI) -> int:
+        return 1 if api.max_batch_size > 1 or api.stream else SyncRunner.PREFETCH
 
     def run(self) -> None:
         sock = self.sock
         while not (self.stopping and not self.pending):
             if not self.pending:
+                self._flush()
                 self._handle(sock.recv_multipart())
             self._drain()
             if self.pending:
                 self._run(self.pending.popleft())
+                if not self.pending or time.perf_counter() - self.outbox_since > self.COALESCE_SECONDS:
+                    self._flush()
+        self._flush()
 
     def _drain(self) -> None:
         sock = self.sock
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while sock.getsockopt(_EVENTS) & _POLLIN:
             self._handle(sock.recv_multipart())
 
     def _handle(self, frames: list[bytes]) -> None:
@@ -168,14 +191,29 @@ class SyncRunner:
             logger.warning("dropped a malformed frame from the app: %s", exc)
             return
         if kind == P.REQUEST:
-            self.pending.append(items)
+            self.pending.extend(P.split_batches(items))
             self.known.update(it.rid for it in items)
         elif kind == P.CANCEL:
             self.cancelled.update(it.rid for it in items if it.rid in self.known)
         elif kind == P.STOP:
             self.stopping = True
 
+    def _reply(self, replies: list[tuple[int, int, bytes]]) -> None:
+        """Queue terminal RESULT replies; they leave at the next flush."""
+        if not self.outbox:
+            self.outbox_since = time.perf_counter()
+        for rid, _, _ in replies:
+            self.known.discard(rid)
+            self.cancelled.discard(rid)
+        self.outbox.extend(replies)
+
+    def _flush(self) -> None:
+        if self.outbox:
+            self.sock.send_multipart(P.encode(P.RESULT, self.outbox))
+            self.outbox = []
+
     def _send(self, kind: int, replies: list[tuple[int, int, bytes]]) -> None:
+        self._flush()
         for rid, _, _ in replies if kind in P.TERMINAL else ():
             self.known.discard(rid)
             self.cancelled.discard(rid)
@@ -191,14 +229,13 @@ class SyncRunner:
                 live.append(it)
         if live:
             if self.hooks.api.stream:
-                if replies:
-                    self._send(P.RESULT, replies)
-                    replies = []
+                self._reply(replies)
+                replies = []
                 self._stream(live[0])
             else:
                 replies.extend(self._predict(live))
         if replies:
-            self._send(P.RESULT, replies)
+            self._reply(replies)
 
     def _predict(self, items: list[P.Item]) -> list[tuple[int, int, bytes]]:
         hooks, api = self.hooks, self.hooks.api
