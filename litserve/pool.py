@@ -390,7 +390,8 @@ class Pool:
             logger.warning("ignored a %r message from %s", chr(kind), handle.name)
 
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
-        lost = self.scheduler.remove_worker(handle.identity.decode())
+        # A sync worker runs what it holds in order: only its oldest batch was running.
+        lost = self.scheduler.remove_worker(handle.identity.decode(), retry_waiting=not self.api.is_async)
         for rid in lost:
             call = self.calls.pop(rid, None)
             if call is not None:

@@ -18,7 +18,7 @@ QUEUED, DISPATCHED, DROPPED = "queued", "dispatched", "dropped"
 class Job:
     """One request as the scheduler sees it: opaque payload, enqueue time, where it went."""
 
-    __slots__ = ("rid", "payload", "tag", "enqueued_at", "state", "batch")
+    __slots__ = ("rid", "payload", "tag", "enqueued_at", "state", "batch", "retried")
 
     def __init__(self, rid: int, payload: bytes, tag: bytes = b"", enqueued_at: float = 0.0) -> None:
         self.rid = rid
@@ -27,6 +27,7 @@ class Job:
         self.enqueued_at = enqueued_at
         self.state = QUEUED
         self.batch: Batch | None = None
+        self.retried = False  # requeued once already after its worker died
 
     def __repr__(self) -> str:
         return f"<Job {self.rid} {self.state}>"
@@ -46,7 +47,7 @@ class WorkerSlots:
     name: str
     capacity: int
     busy: int = 0
-    batches: set[int] = field(default_factory=set)  # ids of batches in flight
+    batches: deque[Batch] = field(default_factory=deque)  # in flight, in dispatch order
 
     @property
     def free(self) -> int:
@@ -76,16 +77,35 @@ class Scheduler:
     def add_worker(self, name: str, capacity: int) -> None:
         self._workers[name] = WorkerSlots(name, max(1, capacity))
 
-    def remove_worker(self, name: str) -> list[int]:
-        """Forget a worker; return the ids of the jobs it was running (they will get no reply)."""
+    def remove_worker(self, name: str, *, retry_waiting: bool = False) -> list[int]:
+        """Forget a worker; return the ids of the jobs lost with it (they will get no reply).
+
+        With ``retry_waiting`` (a worker that runs its batches one after another, in order), only
+        its oldest open batch was running; the batches waiting behind it go back to the front of the
+        queue, once. A job that is lost a second time is not retried again, so a request that
+        crashes workers costs at most two of them.
+        """
         slots = self._workers.pop(name, None)
         if slots is None:
             return []
-        lost = [rid for rid, job in self._dispatched.items() if job.batch is not None and job.batch.worker == name]
-        for rid in lost:
-            job = self._dispatched.pop(rid)
-            job.state = DROPPED
-            job.batch = None
+        lost: list[int] = []
+        retry: list[Job] = []
+        for i, batch in enumerate(slots.batches):
+            for rid in batch.rids:
+                job = self._dispatched.pop(rid, None)
+                if job is None:
+                    continue  # already answered
+                job.batch = None
+                if retry_waiting and i > 0 and not job.retried:
+                    job.retried = True
+                    retry.append(job)
+                else:
+                    job.state = DROPPED
+                    lost.append(rid)
+        for job in reversed(retry):
+            job.state = QUEUED
+            self._queue.appendleft(job)
+        self._queued += len(retry)
         return lost
 
     def submit(self, job: Job) -> bool:
@@ -107,6 +127,9 @@ class Scheduler:
             job.payload = b""
             self._queued -= 1
             self._trim()
+            if len(self._queue) > 2 * self._queued + 64:
+                # Dropped jobs stuck behind a live head would otherwise pile up without bound.
+                self._queue = deque(j for j in self._queue if j.state == QUEUED)
             return None
         if job.state == DISPATCHED and job.batch is not None:
             return job.batch.worker
@@ -126,6 +149,10 @@ class Scheduler:
             slots = self._workers.get(worker)
             if slots is not None:
                 slots.busy -= 1
+                if slots.batches[0] is batch:
+                    slots.batches.popleft()
+                else:
+                    slots.batches.remove(batch)
         return True
 
     def holds(self, rid: int, worker: str) -> bool:
@@ -156,6 +183,7 @@ class Scheduler:
                 job.batch = batch
                 self._dispatched[job.rid] = job
             slots.busy += 1
+            slots.batches.append(batch)
             dispatches.append((slots.name, jobs))
         return dispatches, None
 
