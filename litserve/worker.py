@@ -329,11 +329,12 @@ class AsyncRunner:
                 logger.warning("dropped a malformed frame from the app: %s", exc)
                 continue
             if kind == P.REQUEST:
-                task = asyncio.create_task(self._run(items))
-                rids = [it.rid for it in items]
-                for rid in rids:
-                    self.tasks[rid] = task
-                    self.batches[rid] = rids
+                for batch in P.split_batches(items):  # one message may carry several batches
+                    task = asyncio.create_task(self._run(batch))
+                    rids = [it.rid for it in batch]
+                    for rid in rids:
+                        self.tasks[rid] = task
+                        self.batches[rid] = rids
             elif kind == P.CANCEL:
                 for it in items:
                     self._cancel(it.rid)
