@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import itertools
 import os
 import re
 from collections.abc import Callable
@@ -42,8 +43,13 @@ _NO_CACHE = (b"cache-control", b"no-cache")
 WATCH_DELAY = 0.01  # seconds before a unary call starts watching for its client's disconnect
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> bytes:
-    return os.urandom(12).hex().encode()
+    """Unique across processes and restarts (random per-process prefix), without a syscall per call."""
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}".encode()
 
 
 class PredictEndpoint:
@@ -129,6 +135,8 @@ class PredictEndpoint:
         if message["type"] == "http.disconnect":
             return None
         body = message.get("body", b"")
+        if len(body) > limit:  # a chunked body can arrive whole, or over the limit, in its first message
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         if not message.get("more_body", False):
             return body
         parts = [body]
