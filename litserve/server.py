@@ -19,6 +19,7 @@ import uvicorn
 
 from .api import LitAPI
 from .app import LitApp, create_app
+from .errors import ServiceUnavailable
 
 logger = logging.getLogger("litserve")
 
@@ -110,7 +111,13 @@ class _DrainingServer(uvicorn.Server):
         self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        await self.lit_app.pool.wait_idle(self.lit_app.settings.shutdown_grace)
+        pool = self.lit_app.pool
+        if not await pool.wait_idle(self.lit_app.settings.shutdown_grace):
+            # Past the grace: answer what is left with 503 now. Left waiting, uvicorn would hold those
+            # connections for its own graceful timeout and then drop them with a 500.
+            logger.warning("%d request(s) still running after shutdown_grace; answering them 503", len(pool.calls))
+            for call in list(pool.calls.values()):
+                pool.cancel(call, ServiceUnavailable("the server is shutting down"))
         self.should_exit = True
 
 

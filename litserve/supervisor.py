@@ -214,7 +214,9 @@ class Supervisor:
             h.state = STOPPING
         await self._wait_exit(alive, grace)
         for h in alive:
-            if h.process.is_alive():
+            # The sentinel, not is_alive(): the sentinel closes as the process exits, a moment before
+            # it can be reaped, so is_alive() may still say True for a worker that has already stopped.
+            if not h.exited.is_set():
                 logger.warning("%s (pid %s) did not stop within %ss; killing it", h.name, h.pid, grace)
                 h.process.kill()
         await self._wait_exit(alive, 5.0)

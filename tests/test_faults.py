@@ -1,0 +1,211 @@
+"""Worker death, replacement, restart backoff and SIGKILL under load (issue 4, item 1).
+
+Real uvicorn on a real socket, real spawned workers killed for real. Nothing sleeps to synchronise:
+blocking requests are released by creating a file, and every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from apis_faults import FaultAPI
+from conftest import ThreadServer, pid_alive, wait_for
+
+import litserve as ls
+
+
+def metric(client: httpx.Client, sample: str) -> float:
+    """The value of the /metrics sample named exactly ``sample`` (labels included), 0 if absent."""
+    for line in client.get("/metrics").text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
+def workers(client: httpx.Client) -> list[dict]:
+    return client.get("/info").json()["workers"]
+
+
+def all_ready(client: httpx.Client, n: int) -> list[dict] | None:
+    ws = workers(client)
+    return ws if len(ws) == n and all(w["state"] == "ready" for w in ws) else None
+
+
+@pytest.fixture(scope="module")
+def two_workers():
+    app = ls.create_app(FaultAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=20,
+                        shutdown_grace=5)
+    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=20) as client:
+        yield app, client
+
+
+def test_request_on_a_killed_worker_gets_5xx_within_a_second_and_the_worker_is_replaced(two_workers, tmp_path):
+    app, client = two_workers
+    before = {w["pid"] for w in wait_for(lambda: all_ready(client, 2))}
+    restarts = metric(client, "litserve_worker_restarts_total")
+    gate = tmp_path / "gate"
+    result: dict = {}
+
+    def blocked() -> None:
+        r = client.post("/predict", json={"op": "block", "path": str(gate)})
+        result["at"] = time.monotonic()
+        result["response"] = r
+
+    t = threading.Thread(target=blocked)
+    t.start()
+    try:
+        started = Path(str(gate) + ".started")
+        wait_for(started.exists)
+        victim = int(wait_for(lambda: started.read_text()))
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        t.join(10)
+    finally:
+        gate.touch()  # never leave the thread blocked, whatever failed above
+        t.join(10)
+    r = result["response"]
+    elapsed = result["at"] - killed_at
+    print(f"\n[faults] 5xx {elapsed * 1000:.0f} ms after SIGKILL of the worker running the request")
+    assert r.status_code == 503, r.text
+    assert "exited" in r.json()["error"]
+    assert r.headers["retry-after"]
+    assert elapsed < 1.0
+
+    # Replaced: a new pid in /info, every worker ready again, and the new one serves.
+    after = wait_for(lambda: all_ready(client, 2) if {w["pid"] for w in workers(client)} != before else None)
+    pids = {w["pid"] for w in after}
+    assert victim not in pids and len(pids & before) == 1
+    assert not pid_alive(victim)
+    assert metric(client, "litserve_worker_restarts_total") == restarts + 1
+    served = {client.post("/predict", json={"op": "echo"}).json()["pid"] for _ in range(20)}
+    assert served == pids
+    assert not app.pool.calls and app.pool.scheduler.in_flight == 0
+
+
+def test_worker_exiting_in_predict_answers_503_and_others_keep_serving(two_workers):
+    app, client = two_workers
+    wait_for(lambda: all_ready(client, 2))
+    r = client.post("/predict", json={"op": "exit"})
+    assert r.status_code == 503 and "exited" in r.json()["error"]
+    # While the replacement starts, the other worker answers every request.
+    for i in range(10):
+        r = client.post("/predict", json={"op": "echo", "value": i})
+        assert r.status_code == 200 and r.json()["value"] == i
+    wait_for(lambda: all_ready(client, 2))
+
+
+def test_sigkill_under_load_every_request_gets_its_own_terminal_response(two_workers):
+    app, client = two_workers
+    wait_for(lambda: all_ready(client, 2))
+    stop = threading.Event()
+    lock = threading.Lock()
+    outcomes: list[tuple[str, int, object]] = []  # (sent value, status, body or exception)
+    url = str(client.base_url)
+
+    def load() -> None:
+        with httpx.Client(base_url=url, timeout=10) as c:
+            while not stop.is_set():
+                value = uuid.uuid4().hex
+                try:
+                    r = c.post("/predict", json={"op": "echo", "value": value})
+                    got: object = r.json()
+                    status = r.status_code
+                except Exception as exc:  # a hang shows up here as a ReadTimeout
+                    got, status = exc, -1
+                with lock:
+                    outcomes.append((value, status, got))
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(outcomes) >= 300, timeout=20)
+        target = sorted(workers(client), key=lambda w: w["pid"])[0]
+        victim, capacity = target["pid"], target["capacity"]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = len(outcomes)
+        # Keep the load on until the replacement is ready and has served for a while.
+        wait_for(lambda: all_ready(client, 2) if victim not in {w["pid"] for w in workers(client)} else None,
+                 timeout=20)
+        at_ready = len(outcomes)
+        wait_for(lambda: len(outcomes) >= at_ready + 300, timeout=20)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert not any(t.is_alive() for t in threads), "a client hung"
+    errors = [o for o in outcomes if o[1] != 200]
+    print(f"\n[faults] SIGKILL under load: {len(outcomes)} requests from 6 clients, "
+          f"{len(errors)} answered 503 (killed after {killed_at})")
+    for value, status, got in outcomes:
+        if status == 200:
+            assert got["value"] == value, "a response carried another request's body"  # type: ignore[index]
+        else:
+            assert status == 503 and "exited" in got["error"], (status, got)  # type: ignore[index]
+    # Only what the dead worker held is lost: at most its capacity (the requests dispatched to it).
+    assert len(errors) <= capacity
+    # Back to full capacity: both workers ready and both serving, the new one included.
+    pids = {w["pid"] for w in all_ready(client, 2)}  # type: ignore[union-attr]
+    assert victim not in pids
+    served = {client.post("/predict", json={"op": "echo"}).json()["pid"] for _ in range(20)}
+    assert served == pids
+    wait_for(lambda: not app.pool.calls and app.pool.scheduler.in_flight == 0)
+
+
+def test_setup_failing_after_a_restart_backs_off_and_the_rest_keeps_serving(tmp_path):
+    fail, starts = tmp_path / "fail", tmp_path / "starts"
+    api = FaultAPI(fail_path=str(fail), starts_path=str(starts))
+    app = ls.create_app(api, accelerator="cpu", devices=1, workers_per_device=2, timeout=10, shutdown_grace=2)
+
+    def attempts() -> list[tuple[float, str]]:
+        lines = starts.read_text().split("\n") if starts.exists() else []
+        return [(float(a), b) for a, b, _ in (line.split() for line in lines if line)]
+
+    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        first = {w["name"]: w["pid"] for w in wait_for(lambda: all_ready(client, 2))}
+        fail.touch()
+        os.kill(first["worker-0"], signal.SIGKILL)
+        # (A request sent before the app has seen the death may still land on the dying worker.)
+        wait_for(lambda: workers(client)[0]["pid"] != first["worker-0"])
+        served = []
+
+        def three_failures() -> bool:
+            # The other worker keeps answering while worker-0 fails to come back.
+            r = client.post("/predict", json={"op": "echo", "value": len(served)})
+            served.append(r.status_code)
+            return sum(1 for _, s in attempts() if s == "fail") >= 3
+
+        wait_for(three_failures, timeout=20, interval=0.05)
+        assert set(served) == {200}, served
+        r = client.get("/ready")
+        assert r.status_code == 200 and r.json()["workers_ready"] == 1
+        fails = [t for t, s in attempts() if s == "fail"]
+        gaps = [b - a for a, b in zip(fails, fails[1:])]
+        print(f"\n[faults] failed setups of one slot spaced {', '.join(f'{g:.2f}s' for g in gaps)}")
+        # Backoff 0.5 s then 1 s (plus the spawn time): spaced and growing, not a CPU-burning loop.
+        assert len(fails) == 3
+        assert gaps[0] >= 0.5 and gaps[1] >= 1.0 and gaps[1] > gaps[0]
+        assert metric(client, "litserve_worker_restarts_total") == 3
+
+        # Now the last ready worker dies too: not ready, 503 with Retry-After, but alive.
+        os.kill(first["worker-1"], signal.SIGKILL)
+        r = wait_for(lambda: (lambda r: r if r.status_code == 503 else None)(client.get("/ready")))
+        assert r.json()["status"] == "not ready" and r.json()["reason"]
+        r = client.post("/predict", json={"op": "echo"})
+        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
+        assert client.get("/health").status_code == 200
+
+        # The cause goes away: both slots come back by themselves, with new pids.
+        fail.unlink()
+        back = wait_for(lambda: all_ready(client, 2), timeout=20)
+        assert not {w["pid"] for w in back} & set(first.values())
+        assert client.post("/predict", json={"op": "echo", "value": 7}).json()["value"] == 7
+        assert client.get("/ready").json()["workers_ready"] == 2
