@@ -25,7 +25,7 @@ import litserve as ls
 @pytest.fixture(scope="module")
 def batch_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("batching") / "predict.log"
-    api = BatchAPI(log=str(log), max_batch_size=4, batch_timeout=0.05)
+    api = BatchAPI(log=str(log), max_batch_size=4, batch_timeout=0.2)
     app = ls.create_app(api, accelerator="cpu", devices=1, timeout=20)
     with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         client.log = log
