@@ -1,0 +1,69 @@
+"""LitAPI classes for the core tests (protocol, worker loop, timeouts, mounting, server).
+
+Importable by spawned workers, which unpickle these classes by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from apis import BehaviourAPI
+
+import litserve as ls
+
+
+class PidAPI(ls.LitAPI):
+    """{"value": v} -> {"value": v, "pid": worker pid, "ppid": the HTTP process that spawned it}."""
+
+    def setup(self, device):
+        self.device = device
+
+    def predict(self, x):
+        return {"value": x.get("value"), "pid": os.getpid(), "ppid": os.getppid(), "device": self.device}
+
+
+class RecordingAPI(ls.LitAPI):
+    """For driving a worker loop inside the test process: records every predict input, and blocks
+    on ``{"op": "block"}`` until the test sets ``release`` (``entered`` is set when it starts)."""
+
+    def setup(self, device):
+        self.calls = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def predict(self, x):
+        self.calls.append(x)
+        if x.get("op") == "block":
+            self.entered.set()
+            if not self.release.wait(30):
+                raise TimeoutError("the test never released the blocked predict")
+        if x.get("op") == "raise":
+            raise ValueError("refused")
+        return {"echo": x.get("value")}
+
+
+class SlowSetupAPI(ls.LitAPI):
+    """setup blocks until a file exists (a model still loading), so a test can see the app before it is ready."""
+
+    def setup(self, device):
+        path = os.environ.get("LITSERVE_TEST_SETUP_GATE")
+        deadline = time.monotonic() + 30
+        while path and not Path(path).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def predict(self, x):
+        return x
+
+
+class BatchedBehaviourAPI(BehaviourAPI):
+    """BehaviourAPI with batching on: a sync worker then holds one batch at a time (capacity 1), so
+    a second request waits in the app's queue, not in the worker."""
+
+    def __init__(self):
+        super().__init__(max_batch_size=2, batch_timeout=0.0)
+
+    def predict(self, xs):
+        return [BehaviourAPI.predict(self, x) for x in xs]

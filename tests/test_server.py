@@ -1,0 +1,130 @@
+"""``LitServer(...).run()`` in a subprocess: it serves, writes a working client.py, logs which worker
+runs on which device with which pid, stops cleanly on SIGTERM/SIGINT leaving no process behind,
+leaves no orphan when killed with -9, fails fast and clearly when setup raises, and idles quietly."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx
+import pytest
+from conftest import wait_for
+from proc_util import Proc, all_gone, cpu_seconds
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import litserve as ls
+    from apis import FailingSetupAPI, SquareAPI
+
+    if __name__ == "__main__":  # workers are spawned: they import this file, and must not serve
+        kind, port, workers, client = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+        api = {"square": SquareAPI, "failing": FailingSetupAPI}[kind]()
+        server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=10,
+                              shutdown_grace=5)
+        server.run(host="127.0.0.1", port=port, generate_client_file=client)
+    """
+)
+
+
+def _start(tmp_path, kind: str = "square", workers: int = 2, client: bool = True) -> Proc:
+    (tmp_path / "serve.py").write_text(SCRIPT)
+    return Proc.python(["serve.py", kind, "{port}", str(workers), "1" if client else "0"], tmp_path)
+
+
+def _worker_pids(proc: Proc) -> list[int]:
+    info = httpx.get(proc.url + "/info", timeout=10).json()
+    return [w["pid"] for w in info["workers"]]
+
+
+def _table(output: str) -> dict[int, tuple[str, str]]:
+    """pid -> (worker name, device) from the table the server logs at start."""
+    return {int(pid): (name, dev) for name, dev, pid in re.findall(r"(worker-\d+)\s+(\S+)\s+pid (\d+)", output)}
+
+
+def test_serves_writes_a_working_client_logs_the_table_idles_and_stops_on_sigterm(tmp_path):
+    with _start(tmp_path) as proc:
+        proc.wait_http("/ready")
+        r = httpx.post(proc.url + "/predict", json={"input": 3.0}, timeout=10)
+        assert r.status_code == 200 and r.json() == {"output": 9.0}
+
+        client = tmp_path / "client.py"
+        assert client.exists()
+        run = subprocess.run([sys.executable, str(client)], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "Status: 200" in run.stdout
+        assert '{"output":16.0}' in run.stdout.replace(" ", "")  # the sample {"input": 4.0}, squared
+
+        workers = _worker_pids(proc)
+        assert len(workers) == 2 and len(set(workers)) == 2
+        wait_for(lambda: len(_table(proc.output())) == 2)
+        table = _table(proc.output())
+        assert table == {workers[0]: ("worker-0", "cpu"), workers[1]: ("worker-1", "cpu")}
+
+        # Idle: no busy polling anywhere. Sum the CPU time of the app and its workers over a few
+        # seconds (3 rather than 2: /proc counts in 10 ms ticks, and 1% of 2 s is only two of them).
+        pids = [proc.pid, *workers]
+        before, t0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+        wait_for(lambda: time.monotonic() - t0 >= 3.0, timeout=6, interval=0.1)
+        used, elapsed = sum(cpu_seconds(p) for p in pids) - before, time.monotonic() - t0
+        assert used / elapsed < 0.01, f"idle server used {used:.3f}s of CPU in {elapsed:.2f}s"
+
+        proc.signal(signal.SIGTERM)
+        code = proc.wait_exit(20)
+        assert code in (0, -signal.SIGTERM), proc.output()
+        all_gone(workers)
+        proc.wait_group_gone()
+        assert "Traceback" not in proc.output()
+
+
+def test_no_client_file_when_asked_and_sigint_stops_it(tmp_path):
+    with _start(tmp_path, workers=1, client=False) as proc:
+        proc.wait_http("/ready")
+        assert httpx.post(proc.url + "/predict", json={"input": 2.0}, timeout=10).json() == {"output": 4.0}
+        assert not (tmp_path / "client.py").exists()
+        workers = _worker_pids(proc)
+        proc.signal(signal.SIGINT)
+        code = proc.wait_exit(20)
+        assert code in (0, -signal.SIGINT, 130), proc.output()
+        all_gone(workers)
+        proc.wait_group_gone()
+
+
+def test_workers_exit_by_themselves_when_the_server_is_killed(tmp_path):
+    with _start(tmp_path, client=False) as proc:
+        proc.wait_http("/ready")
+        workers = _worker_pids(proc)
+        assert len(workers) == 2
+        proc.signal(signal.SIGKILL)
+        assert proc.wait_exit(10) == -signal.SIGKILL
+        all_gone(workers, timeout=5)  # nobody stopped them: they noticed their parent is gone
+        proc.wait_group_gone()
+
+
+def test_setup_that_raises_exits_non_zero_naming_the_error(tmp_path):
+    with _start(tmp_path, kind="failing", workers=1, client=False) as proc:
+        code = proc.wait_exit(30)
+        out = proc.output()
+        assert code != 0, out
+        assert "could not start: RuntimeError: weights not found" in out  # the error, named, at the top level
+        proc.wait_group_gone()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
+def test_signal_to_the_whole_group_also_stops_cleanly(tmp_path, sig):
+    """A process manager (systemd, docker stop) signals every process of the group at once."""
+    import os
+
+    with _start(tmp_path, workers=1, client=False) as proc:
+        proc.wait_http("/ready")
+        workers = _worker_pids(proc)
+        os.killpg(proc.pid, sig)
+        code = proc.wait_exit(20)
+        assert code in (0, -sig), proc.output()
+        all_gone(workers)
+        proc.wait_group_gone()

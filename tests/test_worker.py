@@ -1,0 +1,206 @@
+"""The blocking worker loop (SyncRunner) in a thread of the test process, over inproc:// with a
+ROUTER (the app's side) and a DEALER (the worker's side). No process is spawned."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+import zmq
+from apis_core import RecordingAPI
+
+from litserve import protocol as P
+from litserve.worker import CANCELLED, SyncRunner
+
+_addresses = itertools.count()
+
+
+class Loop:
+    """The app's side of one worker loop: send frames to it, read its replies."""
+
+    def __init__(self, ctx: zmq.Context) -> None:
+        addr = f"inproc://litserve-test-worker-{next(_addresses)}"
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.bind(addr)
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.setsockopt(zmq.IDENTITY, b"w0")
+        self.dealer.connect(addr)
+        # What the real worker does before its loop: say READY, so the ROUTER knows its identity.
+        self.dealer.send_multipart(P.encode(P.READY, [(0, 1, b"{}")]))
+        assert self.router.poll(5000), "no READY from the dealer"
+        identity, *frames = self.router.recv_multipart()
+        assert identity == b"w0" and P.decode(frames)[0] == P.READY
+        self.api = RecordingAPI()
+        self.api.setup("cpu")
+        self.runner = SyncRunner(self.api, self.dealer)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="sync-runner", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.runner.run()
+        except BaseException as exc:  # surfaced by the test, not swallowed by the thread
+            self.error = exc
+
+    def send(self, *frames: bytes) -> None:
+        self.router.send_multipart([b"w0", *frames])
+
+    def request(self, rid: int, body: object, tag: bytes = b"") -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send(P.header(P.REQUEST), P.item_head(rid, 0, tag or b"req-%d" % rid), raw)
+
+    def cancel(self, rid: int) -> None:
+        self.send(*P.encode(P.CANCEL, [(rid, 0, b"")]))
+
+    def stop(self) -> None:
+        self.send(*P.encode(P.STOP))
+
+    def replies(self, n: int, timeout: float = 5.0) -> dict[int, tuple[int, int, bytes]]:
+        """The next ``n`` terminal replies, by request id: (kind, status, payload)."""
+        got: dict[int, tuple[int, int, bytes]] = {}
+        while len(got) < n:
+            assert self.router.poll(int(timeout * 1000)), f"only {len(got)} of {n} replies arrived: {got}"
+            identity, *frames = self.router.recv_multipart()
+            assert identity == b"w0"
+            kind, items = P.decode(frames)
+            assert kind in P.TERMINAL, f"unexpected {chr(kind)!r} message"
+            for it in items:
+                assert it.rid not in got, f"two terminal replies for request {it.rid}"
+                got[it.rid] = (kind, it.status, it.payload)
+        return got
+
+    def nothing_more(self, timeout: float = 0.2) -> bool:
+        return not self.router.poll(int(timeout * 1000))
+
+
+@pytest.fixture
+def loop() -> Iterator[Loop]:
+    ctx = zmq.Context()
+    lp = Loop(ctx)
+    try:
+        yield lp
+    finally:
+        lp.api.release.set()
+        if lp.thread.is_alive():
+            lp.stop()
+            lp.thread.join(10)
+        alive = lp.thread.is_alive()
+        if not alive:
+            lp.dealer.close()
+            lp.router.close()
+            ctx.term()
+        assert not alive, "the worker loop did not stop"
+        assert lp.error is None, f"the worker loop raised {lp.error!r}"
+
+
+def test_request_gets_its_result(loop):
+    loop.request(7, {"value": 3})
+    assert loop.replies(1) == {7: (P.RESULT, 200, b'{"echo":3}')}
+    assert loop.api.calls == [{"value": 3}]
+
+
+def test_every_request_gets_exactly_one_reply_in_order_of_work(loop):
+    for rid in range(1, 11):
+        loop.request(rid, {"value": rid})
+    got = loop.replies(10)
+    assert {rid: json.loads(p) for rid, (_, _, p) in got.items()} == {r: {"echo": r} for r in range(1, 11)}
+    assert [c["value"] for c in loop.api.calls] == list(range(1, 11))
+    assert loop.nothing_more()
+
+
+def test_user_errors_become_replies_and_the_loop_lives_on(loop):
+    loop.request(1, {"op": "raise"})
+    loop.request(2, b"{not json")
+    loop.request(3, {"value": "after"})
+    got = loop.replies(3)
+    assert got[1][1] == 500 and json.loads(got[1][2]) == {"error": "ValueError: refused"}
+    assert got[2][1] == 400 and "Invalid JSON" in json.loads(got[2][2])["error"]
+    assert got[3] == (P.RESULT, 200, b'{"echo":"after"}')
+    assert len(loop.api.calls) == 2  # the bad JSON never reached predict
+
+
+def test_cancel_of_a_queued_item_is_answered_499_and_never_predicted(loop):
+    loop.request(1, {"op": "block"})
+    assert loop.api.entered.wait(5)
+    loop.request(2, {"value": "cancelled"})
+    loop.cancel(2)
+    loop.request(3, {"value": "kept"})
+    loop.api.release.set()
+    got = loop.replies(3)
+    assert got[1][:2] == (P.RESULT, 200)
+    assert got[2] == (P.RESULT, CANCELLED, b"")
+    assert got[3] == (P.RESULT, 200, b'{"echo":"kept"}')
+    assert [c.get("value") for c in loop.api.calls] == [None, "kept"]
+    assert loop.nothing_more()
+    assert not loop.runner.known and not loop.runner.cancelled  # nothing left behind
+
+
+def test_cancel_of_the_running_item_still_gets_one_terminal_reply(loop):
+    loop.request(1, {"op": "block"})
+    assert loop.api.entered.wait(5)
+    loop.cancel(1)
+    loop.api.release.set()
+    got = loop.replies(1)
+    assert got[1][0] == P.RESULT  # the app drops it; what matters is that the slot is freed
+    assert loop.nothing_more()
+    assert not loop.runner.known and not loop.runner.cancelled
+
+
+def test_cancel_for_an_unknown_or_finished_id_is_ignored(loop):
+    loop.cancel(5)  # never sent: must not poison a later request with that id
+    loop.request(5, {"value": 5})
+    assert loop.replies(1)[5][1] == 200
+    loop.cancel(5)  # already answered
+    assert loop.nothing_more()
+    loop.request(6, {"value": 6})
+    assert loop.replies(1)[6][1] == 200
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"junk"],
+        [],
+        [bytes((P.VERSION + 1, P.REQUEST)), P.item_head(1), b"{}"],
+        [bytes((P.VERSION, ord("Z")))],
+        [P.header(P.REQUEST), b"short", b"{}"],
+        [P.header(P.REQUEST), P.item_head(1)],
+    ],
+    ids=["garbage", "empty", "version", "kind", "short-head", "unpaired"],
+)
+def test_malformed_frame_is_dropped_and_the_loop_goes_on(loop, caplog, frames):
+    caplog.set_level(logging.WARNING, logger="litserve.worker")
+    if frames:
+        loop.send(*frames)
+    else:
+        loop.router.send_multipart([b"w0", b""])  # identity then one empty frame
+    loop.request(2, {"value": "fine"})
+    assert loop.replies(1) == {2: (P.RESULT, 200, b'{"echo":"fine"}')}
+    assert loop.api.calls == [{"value": "fine"}]
+    assert any("malformed" in r.getMessage() for r in caplog.records)
+
+
+def test_stop_ends_the_loop(loop):
+    loop.stop()
+    loop.thread.join(5)
+    assert not loop.thread.is_alive()
+    assert loop.error is None
+
+
+def test_stop_lets_received_work_finish_first(loop):
+    loop.request(1, {"op": "block"})
+    assert loop.api.entered.wait(5)
+    loop.request(2, {"value": 2})
+    loop.stop()
+    loop.api.release.set()
+    got = loop.replies(2)
+    assert got[1][1] == 200 and got[2] == (P.RESULT, 200, b'{"echo":2}')
+    loop.thread.join(5)
+    assert not loop.thread.is_alive()
