@@ -249,7 +249,11 @@ class Pool:
         rid = next(self._ids)
         job = Job(rid, body, request_id.encode("ascii", "replace"), time.monotonic())
         if not self.scheduler.submit(job):
-            raise ServiceUnavailable(f"the queue is full ({self.scheduler.max_queue_size} requests waiting)")
+            # Jobs queued earlier in this loop turn wait for the deferred dispatch (_kick); hand them to
+            # free workers now, so only requests that really wait for a worker count against the limit.
+            self._schedule()
+            if not self.scheduler.submit(job):
+                raise ServiceUnavailable(f"the queue is full ({self.scheduler.max_queue_size} requests waiting)")
         assert self._loop is not None
         call = Call(rid, job, self.api.stream, self._loop)
         self.calls[rid] = call

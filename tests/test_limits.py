@@ -127,6 +127,21 @@ def test_full_queue_answers_503_with_retry_after_and_recovers(limited, tmp_path)
     assert client.post("/predict", json={"op": "echo", "value": 1}).json()["value"] == 1
 
 
+def test_a_burst_in_one_loop_turn_is_not_refused_while_a_worker_has_room(limited):
+    """Regression: requests submitted in the same event-loop turn all sat in the queue until the
+    deferred dispatch ran, so the third of a burst got "queue is full" from an idle server."""
+    import asyncio
+
+    app, server, client = limited
+    assert app.settings.max_queue_size == 2
+
+    async def burst() -> list[int]:
+        calls = [app.pool.submit(json.dumps({"op": "echo", "value": i}).encode(), f"burst-{i}") for i in range(6)]
+        return [(await c.future)[0] for c in calls]
+
+    assert asyncio.run_coroutine_threadsafe(burst(), app.pool._loop).result(20) == [200] * 6
+
+
 # -- body limits ------------------------------------------------------------------------------------------
 def _body_of(size: int) -> bytes:
     body = json.dumps({"op": "echo", "value": ""}).encode()
