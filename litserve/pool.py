@@ -382,7 +382,7 @@ class Pool:
                     pass
                 supervisor.mark_ready(handle, items[0].status)
                 if handle.state == READY:
-                    scheduler.add_worker(name, handle.capacity)
+                    scheduler.add_worker(name, handle.capacity, sequential=not self.api.is_async)
         elif kind == P.FAILED and items:
             assert supervisor is not None
             try:

@@ -47,6 +47,7 @@ class WorkerSlots:
     name: str
     capacity: int
     busy: int = 0
+    sequential: bool = False
     batches: deque[Batch] = field(default_factory=deque)  # in flight, in dispatch order
 
     @property
@@ -74,8 +75,14 @@ class Scheduler:
         self._rr = 0
 
     # -- events ---------------------------------------------------------------------------------------
-    def add_worker(self, name: str, capacity: int) -> None:
-        self._workers[name] = WorkerSlots(name, max(1, capacity))
+    def add_worker(self, name: str, capacity: int, *, sequential: bool = False) -> None:
+        """Register a worker with ``capacity`` slots.
+
+        ``sequential``: the worker runs what it holds one batch after another, so its extra slots
+        are a prefetch queue, not parallelism. Such a worker is given a partial batch only when it
+        is idle: while it is busy, requests keep filling the next batch here in the app.
+        """
+        self._workers[name] = WorkerSlots(name, max(1, capacity), sequential=sequential)
 
     def remove_worker(self, name: str, *, retry_waiting: bool = False) -> list[int]:
         """Forget a worker; return the ids of the jobs lost with it (they will get no reply).
@@ -171,6 +178,8 @@ class Scheduler:
             if slots is None:
                 return dispatches, None
             take = min(self._queued, self.max_batch_size)
+            if take < self.max_batch_size and slots.sequential and slots.busy:
+                return dispatches, None  # the next completion frees an idle worker and reschedules
             if take < self.max_batch_size and self.batch_timeout > 0:
                 oldest = self._oldest()
                 closes = oldest.enqueued_at + self.batch_timeout

@@ -146,7 +146,8 @@ class SyncRunner:
     Without batching the app keeps up to ``PREFETCH`` requests here, so the worker never idles for a
     round trip between two requests, and replies finished close together leave in one message
     (flushed when no more work is waiting, or after ``COALESCE_SECONDS``). With batching the app
-    keeps one batch here at a time, so batches fill in the app's queue while this one runs.
+    keeps at most the running batch and one full batch behind it here, so the worker goes straight
+    from one batch to the next under load, while partial batches keep filling in the app's queue.
     """
 
     PREFETCH = 32
@@ -164,7 +165,9 @@ class SyncRunner:
 
     @staticmethod
     def capacity(api: LitAPI) -> int:
-        return 1 if api.max_batch_size > 1 or api.stream else SyncRunner.PREFETCH
+        if api.stream:
+            return 1
+        return 2 if api.max_batch_size > 1 else SyncRunner.PREFETCH
 
     def run(self) -> None:
         sock = self.sock

@@ -53,6 +53,11 @@ def queued(client: httpx.Client) -> int:
     return client.get("/info").json()["queued"]
 
 
+def accepted(client: httpx.Client) -> int:
+    """Requests accepted and not yet answered: queued in the app or held by the worker."""
+    return client.get("/info").json()["in_flight"]
+
+
 def run_as_one_batch(client: httpx.Client, bodies: list[dict], tmp: Path) -> list[httpx.Response]:
     """Send ``bodies`` concurrently while the worker is blocked, so they are dispatched as one batch."""
     with ThreadPoolExecutor(len(bodies) + 1) as pool:
@@ -60,8 +65,8 @@ def run_as_one_batch(client: httpx.Client, bodies: list[dict], tmp: Path) -> lis
         futures = []
         for body in bodies:  # one at a time, so request i is the i-th in the queue
             futures.append(pool.submit(client.post, "/predict", json=body))
-            n = len(futures)
-            wait_for(lambda: queued(client) == n)
+            n = len(futures) + 1  # with the blocker
+            wait_for(lambda: accepted(client) == n)
         blocker.release()
         assert blocker.wait().status_code == 200
         return [f.result(timeout=30) for f in futures]
