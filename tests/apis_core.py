@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from pathlib import Path
 
 from apis import BehaviourAPI
 
@@ -43,19 +41,6 @@ class RecordingAPI(ls.LitAPI):
         if x.get("op") == "raise":
             raise ValueError("refused")
         return {"echo": x.get("value")}
-
-
-class SlowSetupAPI(ls.LitAPI):
-    """setup blocks until a file exists (a model still loading), so a test can see the app before it is ready."""
-
-    def setup(self, device):
-        path = os.environ.get("LITSERVE_TEST_SETUP_GATE")
-        deadline = time.monotonic() + 30
-        while path and not Path(path).exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def predict(self, x):
-        return x
 
 
 class BatchedBehaviourAPI(BehaviourAPI):

@@ -108,3 +108,13 @@ def test_arbitrary_bytes_decode_or_raise_protocol_error(frames):
 
 def test_protocol_error_is_a_value_error():
     assert issubclass(P.ProtocolError, ValueError)
+
+
+def test_split_batches_groups_consecutive_items_by_batch_number():
+    def item(rid: int, batch: int) -> P.Item:
+        return P.Item(rid, batch, b"")
+
+    items = [item(1, 5), item(2, 5), item(3, 9), item(4, 5), item(5, 0)]
+    assert [[i.rid for i in b] for b in P.split_batches(items)] == [[1, 2], [3], [4], [5]]
+    assert P.split_batches([]) == []
+    assert [[i.rid for i in b] for b in P.split_batches([item(1, 0)])] == [[1]]

@@ -4,6 +4,7 @@ leaves no orphan when killed with -9, fails fast and clearly when setup raises, 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -12,7 +13,6 @@ import textwrap
 import time
 
 import httpx
-import pytest
 from conftest import wait_for
 from proc_util import Proc, all_gone, cpu_seconds
 
@@ -115,11 +115,9 @@ def test_setup_that_raises_exits_non_zero_naming_the_error(tmp_path):
         proc.wait_group_gone()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM])
-def test_signal_to_the_whole_group_also_stops_cleanly(tmp_path, sig):
+def test_sigterm_to_the_whole_group_also_stops_cleanly(tmp_path):
     """A process manager (systemd, docker stop) signals every process of the group at once."""
-    import os
-
+    sig = signal.SIGTERM
     with _start(tmp_path, workers=1, client=False) as proc:
         proc.wait_http("/ready")
         workers = _worker_pids(proc)
