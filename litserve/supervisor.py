@@ -91,6 +91,7 @@ class Supervisor:
         self._failures: dict[int, int] = {}  # consecutive failed starts per slot
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._stopping = False
+        self._started = False  # start() succeeded; before that a failure fails start() instead of retrying
 
     # -- start ----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,8 +106,17 @@ class Supervisor:
         failed = [h for h in handles if h.state != READY]
         if failed:
             h = failed[0]
-            reason = h.error or f"did not report READY within startup_timeout={self.startup_timeout}s"
+            if h.error:
+                reason = h.error
+            elif h.state == DEAD:
+                reason = (
+                    f"it exited with code {h.process.exitcode} before reporting READY (a script that starts "
+                    "the server must do so under `if __name__ == '__main__':`, since workers re-import it)"
+                )
+            else:
+                reason = f"it did not report READY within startup_timeout={self.startup_timeout}s"
             raise WorkerStartupError(f"{h.name} on {h.device} could not start: {reason}")
+        self._started = True
 
     def _spawn(self, slot: int, device: str) -> WorkerHandle:
         identity = f"w{slot}-".encode() + secrets.token_hex(8).encode()
@@ -153,7 +163,7 @@ class Supervisor:
     def _exited(self, handle: WorkerHandle) -> None:
         loop = asyncio.get_running_loop()
         loop.remove_reader(handle.process.sentinel)
-        handle.process.join(0)
+        handle.process.join(1.0)  # the sentinel closes just before the process can be reaped
         was = handle.state
         handle.state = DEAD
         self._by_identity.pop(handle.identity, None)
@@ -163,7 +173,7 @@ class Supervisor:
         handle.ready_event.set()  # wake start() so it can report the failure
         handle.exited.set()
         self._on_exit(handle)
-        if self._stopping or was == STOPPING:
+        if self._stopping or was == STOPPING or not self._started:
             return
         code = handle.process.exitcode
         if was == READY:

@@ -235,8 +235,11 @@ class SyncRunner:
                 self._reply(replies)
                 replies = []
                 self._stream(live[0])
-            else:
+            elif self.hooks.batched:
                 replies.extend(self._predict(live))
+            else:  # one request per predict call, even if a message grouped several
+                for it in live:
+                    replies.extend(self._predict([it]))
         if replies:
             self._reply(replies)
 
