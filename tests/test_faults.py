@@ -188,7 +188,7 @@ def test_setup_failing_after_a_restart_backs_off_and_the_rest_keeps_serving(tmp_
         r = client.get("/ready")
         assert r.status_code == 200 and r.json()["workers_ready"] == 1
         fails = [t for t, s in attempts() if s == "fail"]
-        gaps = [b - a for a, b in zip(fails, fails[1:])]
+        gaps = [b - a for a, b in zip(fails, fails[1:], strict=False)]
         print(f"\n[faults] failed setups of one slot spaced {', '.join(f'{g:.2f}s' for g in gaps)}")
         # Backoff 0.5 s then 1 s (plus the spawn time): spaced and growing, not a CPU-burning loop.
         assert len(fails) == 3
