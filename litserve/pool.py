@@ -338,7 +338,10 @@ class Pool:
             while sock.getsockopt(_EVENTS) & _POLLIN:
                 frames = sock.recv_multipart(_NOBLOCK)
                 got = True
-                self._on_message(frames)
+                try:
+                    self._on_message(frames)
+                except Exception:  # one bad message must never stop the receive loop
+                    logger.exception("dropped a message that could not be handled")
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EAGAIN:
                 logger.warning("receive failed: %s", exc)
