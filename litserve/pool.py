@@ -40,6 +40,7 @@ logger = logging.getLogger("litserve")
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 NEW, STARTING, RUNNING, DRAINING, STOPPED = "new", "starting", "running", "draining", "stopped"
+RETRY_START_AFTER = 30.0  # seconds before a failed start is tried again by the next request
 
 
 class Call:
@@ -126,6 +127,7 @@ class Pool:
         self._wake_at: float | None = None
         self._idle: asyncio.Event | None = None
         self.started_error: BaseException | None = None
+        self._failed_at: float | None = None
         metrics.bind(lambda: self.scheduler.queued, lambda: len(self.calls), lambda: self.ready_workers)
 
     # -- life -----------------------------------------------------------------------------------------
@@ -135,6 +137,12 @@ class Pool:
             return
         if self.state == STOPPED:
             raise ServiceUnavailable("the server is shutting down")
+        if self._failed_at is not None and self._starting is None:
+            wait = self._failed_at + RETRY_START_AFTER - time.monotonic()
+            if wait > 0:
+                raise ServiceUnavailable(
+                    f"the model workers could not start: {self.started_error}", retry_after=max(1, round(wait))
+                )
         if self._starting is None:
             self._starting = asyncio.ensure_future(self.start())
         await asyncio.shield(self._starting)
@@ -174,8 +182,13 @@ class Pool:
         except BaseException as exc:
             self.started_error = exc
             await self.stop(grace=0)
+            # A lazily started pool (mounted app) tries again on a request after RETRY_START_AFTER.
+            self.state = NEW
+            self._failed_at = time.monotonic()
+            self._starting = None
             raise
         self.state = RUNNING
+        self._failed_at = None
         for h in self._supervisor.workers.values():
             logger.info("%-10s %-8s pid %s", h.name, h.device, h.pid)
 
