@@ -204,3 +204,30 @@ def test_gunicorn_two_http_processes(module_dir):
         assert code == 0, proc.output()
         all_gone(workers | http_pids)
         proc.wait_group_gone()
+
+
+def test_a_failed_lazy_start_says_why_and_is_tried_again(tmp_path, monkeypatch):
+    from apis_faults import FaultAPI
+
+    import litserve.pool
+
+    fail = tmp_path / "fail"
+    fail.write_text("")
+    model = ls.create_app(FaultAPI(fail_path=str(fail)), accelerator="cpu")
+    host = Starlette()
+    host.mount("/model", model)
+    monkeypatch.setattr(litserve.pool, "RETRY_START_AFTER", 30.0)
+    try:
+        with ThreadServer(host) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+            r = client.post("/model/predict", json={"op": "echo", "value": 1})
+            assert r.status_code == 503
+            assert "setup refused: the fail file exists" in r.json()["error"]
+            again = client.post("/model/predict", json={"op": "echo", "value": 1})
+            assert again.status_code == 503 and int(again.headers["retry-after"]) > 1  # not retried yet
+            assert "setup refused" in again.json()["error"]
+            fail.unlink()
+            monkeypatch.setattr(litserve.pool, "RETRY_START_AFTER", 0.0)
+            ok = client.post("/model/predict", json={"op": "echo", "value": 2})
+            assert ok.status_code == 200 and ok.json()["value"] == 2
+    finally:
+        model.pool._kill_at_exit()
