@@ -56,7 +56,7 @@ def _series(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 def _subtitle(meta: dict[str, Any]) -> str:
     pin = "server on CPU 0, wrk on CPU 1" if meta.get("pin") else "unpinned"
     runs = f"{meta.get('duration_s')} s x {meta.get('rounds')} round(s)"
-    return f"wrk 1 thread, {runs}, {pin}; median line, min..max band"
+    return f"wrk 1 thread, {runs}, {pin}\nmedian line, min..max band"
 
 
 def main(argv: list[str] | None = None) -> int:
