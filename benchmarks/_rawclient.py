@@ -20,7 +20,9 @@ import urllib.request
 
 def build_post(path: str, body: dict, extra_headers: dict[str, str] | None = None) -> bytes:
     data = json.dumps(body).encode()
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+    )
     for k, v in (extra_headers or {}).items():
         head += f"{k}: {v}\r\n"
     return head.encode() + b"\r\n" + data

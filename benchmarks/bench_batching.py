@@ -121,8 +121,9 @@ async def user(port: int, requests: list[bytes], until: float, latencies: list[f
 
 async def load(port: int, concurrency: int, duration: float) -> dict:
     rng = random.Random(0)
-    requests = [build_post("/predict", {"x": [round(rng.uniform(-1, 1), 4) for _ in range(IN_FEATURES)]})
-                for _ in range(64)]
+    requests = [
+        build_post("/predict", {"x": [round(rng.uniform(-1, 1), 4) for _ in range(IN_FEATURES)]}) for _ in range(64)
+    ]
     await asyncio.gather(*(user(port, requests, time.perf_counter() + 1.5, []) for _ in range(concurrency)))
     latencies: list[float] = []
     cpu0, t0 = cpu_seconds(), time.perf_counter()
@@ -151,15 +152,21 @@ def main() -> int:
         return 0
 
     one, eight = model_cost(args.width, args.layers)
-    print(f"MLP width {args.width}, {args.layers} hidden layers, 1 thread: batch of 1 {one * 1e3:.2f} ms, "
-          f"batch of 8 {eight * 1e3:.2f} ms, cost ratio {eight / one:.2f}x "
-          f"(ideal batching speed-up {8 * one / eight:.1f}x)")
+    print(
+        f"MLP width {args.width}, {args.layers} hidden layers, 1 thread: batch of 1 {one * 1e3:.2f} ms, "
+        f"batch of 8 {eight * 1e3:.2f} ms, cost ratio {eight / one:.2f}x "
+        f"(ideal batching speed-up {8 * one / eight:.1f}x)"
+    )
     print(f"concurrency {args.concurrency}, {args.duration:.0f} s per measurement, {os.cpu_count()} CPUs")
     print(f"{'server':<24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'client CPU%':>11}")
     results = {}
-    runs = [("unbatched", ["--max-batch-size", "1"]),
-            (f"max_batch_size={args.max_batch_size}",
-             ["--max-batch-size", str(args.max_batch_size), "--batch-timeout", str(args.batch_timeout)])]
+    runs = [
+        ("unbatched", ["--max-batch-size", "1"]),
+        (
+            f"max_batch_size={args.max_batch_size}",
+            ["--max-batch-size", str(args.max_batch_size), "--batch-timeout", str(args.batch_timeout)],
+        ),
+    ]
     for name, extra in runs:
         port = free_port()
         common = ["--width", str(args.width), "--layers", str(args.layers)]
@@ -169,8 +176,10 @@ def main() -> int:
         print(f"{name:<24} {r['rps']:>8,.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['client_cpu_pct']:>11.0f}")
     base, batched = results["unbatched"]["rps"], results[runs[1][0]]["rps"]
     speedup = batched / base
-    print(f"speed-up {speedup:.2f}x with a batch cost ratio of {eight / one:.2f}x "
-          f"(target >= 3x where the ratio is < 2x): {'met' if speedup >= 3 else 'MISSED'}")
+    print(
+        f"speed-up {speedup:.2f}x with a batch cost ratio of {eight / one:.2f}x "
+        f"(target >= 3x where the ratio is < 2x): {'met' if speedup >= 3 else 'MISSED'}"
+    )
     return 0
 
 

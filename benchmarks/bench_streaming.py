@@ -104,7 +104,10 @@ def main() -> int:
         serve(args.serve, args.mode, args.workers)
         return 0
     print(f"{CHUNKS} chunks per stream, {args.duration:.0f} s per measurement, {os.cpu_count()} CPUs")
-    header = f"{'config':<7} {'streams':>7} {'chunks/s':>10} {'streams/s':>9} {'TTFC p50 ms':>11} {'TTFC p99 ms':>11} {'client CPU%':>11}"
+    header = (
+        f"{'config':<7} {'streams':>7} {'chunks/s':>10} {'streams/s':>9} "
+        f"{'TTFC p50 ms':>11} {'TTFC p99 ms':>11} {'client CPU%':>11}"
+    )
     print(header)
     best = 0.0
     for name in args.configs.split(","):
@@ -112,13 +115,17 @@ def main() -> int:
         with ServerProcess(os.path.abspath(__file__), CONFIGS[name], port):
             for users in (1, args.concurrency):
                 r = asyncio.run(measure(port, users, args.duration))
-                print(f"{name:<7} {users:>7} {r['chunks_per_s']:>10,.0f} {r['streams_per_s']:>9,.1f} "
-                      f"{r['ttfc_p50_ms']:>11.2f} {r['ttfc_p99_ms']:>11.2f} {r['client_cpu_pct']:>11.0f}")
+                print(
+                    f"{name:<7} {users:>7} {r['chunks_per_s']:>10,.0f} {r['streams_per_s']:>9,.1f} "
+                    f"{r['ttfc_p50_ms']:>11.2f} {r['ttfc_p99_ms']:>11.2f} {r['client_cpu_pct']:>11.0f}"
+                )
                 if users == args.concurrency:
                     best = max(best, r["chunks_per_s"])
     target = 15000
-    print(f"best at {args.concurrency} streams: {best:,.0f} chunks/s (target >= {target:,}): "
-          f"{'met' if best >= target else 'MISSED'}")
+    print(
+        f"best at {args.concurrency} streams: {best:,.0f} chunks/s (target >= {target:,}): "
+        f"{'met' if best >= target else 'MISSED'}"
+    )
     return 0
 
 

@@ -131,4 +131,3 @@ def _model_or_none(tp: Any) -> type[BaseModel] | None:
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return tp
     return None
-

@@ -114,8 +114,9 @@ def create_app(
         stream=api.stream,
     )
     key = settings.api_key.encode() if settings.api_key else None
-    schema = openapi(type(api).__name__, settings.api_path, request_model, response_model,
-                     stream=api.stream, auth=key is not None)
+    schema = openapi(
+        type(api).__name__, settings.api_path, request_model, response_model, stream=api.stream, auth=key is not None
+    )
     info_settings = {
         "accelerator": settings.accelerator,
         "devices": device_list,

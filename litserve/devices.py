@@ -75,7 +75,7 @@ def _device_ids(devices: int | Sequence[int] | str, available: int, kind: str) -
         return list(range(devices))
     if isinstance(devices, str) or not isinstance(devices, Sequence) or not devices:
         raise ConfigurationError(f"devices must be 'auto', an int or a non-empty list of ints, got {devices!r}")
-    ids = list(devices)
+    ids: list[int] = list(devices)  # type: ignore[arg-type]  # str was refused just above
     for i in ids:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < available:
             raise ConfigurationError(f"device id {i!r} is not one of the {available} visible {kind} device(s)")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
 import itertools
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -229,8 +229,9 @@ class PredictEndpoint:
                     if not started:
                         await _send_error(send, exc, request_id)
                     else:
-                        await send({"type": "http.response.body", "body": _error_record(exc.body(), sse),
-                                    "more_body": False})
+                        await send(
+                            {"type": "http.response.body", "body": _error_record(exc.body(), sse), "more_body": False}
+                        )
                     return exc.status
                 progress[0] = loop.time()
                 if kind == P.CHUNK:

@@ -54,9 +54,7 @@ class Metrics:
         self.disconnects = Counter(
             "litserve_disconnects", "Requests whose client left before the response.", registry=reg
         )
-        self.restarts = Counter(
-            "litserve_worker_restarts", "Workers started again after one exited.", registry=reg
-        )
+        self.restarts = Counter("litserve_worker_restarts", "Workers started again after one exited.", registry=reg)
         self.queue_depth = Gauge(
             "litserve_queue_depth", "Requests waiting for a worker.", registry=reg, multiprocess_mode="livesum"
         )
@@ -72,7 +70,9 @@ class Metrics:
         self._route = route
         self._by_status: dict[int, Counter] = {}
 
-    def bind(self, queue_depth: Callable[[], float], in_flight: Callable[[], float], ready: Callable[[], float]) -> None:
+    def bind(
+        self, queue_depth: Callable[[], float], in_flight: Callable[[], float], ready: Callable[[], float]
+    ) -> None:
         """Read these gauges from live state at scrape time (single-process mode)."""
         if not self.multiprocess:
             self.queue_depth.set_function(queue_depth)

@@ -166,7 +166,7 @@ class Pool:
             port = sock.bind_to_random_port("tcp://127.0.0.1")
             address = f"tcp://127.0.0.1:{port}"
         self._sock = sock
-        loop.add_reader(sock.getsockopt(zmq.FD), self._on_readable)
+        loop.add_reader(sock.FD, self._on_readable)
         _live_pools.add(self)
         self._supervisor = Supervisor(
             self.api,
@@ -230,7 +230,7 @@ class Pool:
         if self._sock is not None:
             if self._loop is not None and not self._loop.is_closed():
                 try:
-                    self._loop.remove_reader(self._sock.getsockopt(zmq.FD))
+                    self._loop.remove_reader(self._sock.FD)
                 except Exception:  # the loop may already be shutting down
                     pass
             self._sock.close(linger=0)
@@ -256,7 +256,9 @@ class Pool:
     def submit(self, body: bytes, request_id: str) -> Call:
         """Queue a request; raises ServiceUnavailable when it cannot be taken now."""
         if self.state != RUNNING:
-            raise ServiceUnavailable("the server is draining" if self.state == DRAINING else "the server is not running")
+            raise ServiceUnavailable(
+                "the server is draining" if self.state == DRAINING else "the server is not running"
+            )
         if self._supervisor is not None and self._supervisor.crash_looping:
             raise ServiceUnavailable("no worker is ready: workers keep failing to start", retry_after=5)
         rid = next(self._ids)
@@ -331,7 +333,7 @@ class Pool:
         except zmq.ZMQError as exc:
             # The worker is gone (its death will be seen through its sentinel) or the socket closed.
             logger.debug("send to %r failed: %s", identity, exc)
-        if not self._drain_soon and sock.getsockopt(_EVENTS) & _POLLIN:
+        if not self._drain_soon and sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
             # Sending may have consumed the readable edge: read what is waiting on the next turn.
             self._drain_soon = True
             assert self._loop is not None
@@ -348,7 +350,7 @@ class Pool:
             return
         got = False
         try:
-            while sock.getsockopt(_EVENTS) & _POLLIN:
+            while sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
                 frames = sock.recv_multipart(_NOBLOCK)
                 got = True
                 try:
@@ -431,8 +433,10 @@ class Pool:
 
     def workers_info(self) -> list[dict[str, Any]]:
         if self._supervisor is None:
-            return [{"name": f"worker-{i}", "device": d, "pid": None, "state": "not started"}
-                    for i, d in enumerate(self.devices)]
+            return [
+                {"name": f"worker-{i}", "device": d, "pid": None, "state": "not started"}
+                for i, d in enumerate(self.devices)
+            ]
         return [h.info() for h in self._supervisor.workers.values()]
 
     def __repr__(self) -> str:
@@ -447,4 +451,3 @@ def _kill_live_pools() -> None:
     """A pool that was never stopped (mounted without lifespan) must not leave workers behind."""
     for pool in list(_live_pools):
         pool._kill_at_exit()
-

@@ -15,8 +15,8 @@ A message is a list of ZeroMQ frames::
 One message may carry several items. In a REQUEST the status field is the item's batch number within
 the message: consecutive items with the same number form one batch, so one message can carry several
 batches (the app coalesces what it dispatches to a worker in one event-loop turn). A RESULT with
-several items answers several requests at once (the worker coalesces replies the same way). READY and FAILED carry a single JSON item (worker facts or the
-setup error), STOP carries none.
+several items answers several requests at once (the worker coalesces replies the same way). READY
+and FAILED carry a single JSON item (worker facts or the setup error), STOP carries none.
 """
 
 from __future__ import annotations

@@ -105,8 +105,10 @@ class _DrainingServer(uvicorn.Server):
         loop.call_soon_threadsafe(self._begin_drain)
 
     def _begin_drain(self) -> None:
-        logger.info("draining: refusing new requests, waiting up to %ss for those in flight",
-                    self.lit_app.settings.shutdown_grace)
+        logger.info(
+            "draining: refusing new requests, waiting up to %ss for those in flight",
+            self.lit_app.settings.shutdown_grace,
+        )
         self.lit_app.drain()
         self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
 
@@ -135,11 +137,8 @@ def _sample_request(api: LitAPI) -> Any:
     model = api.request_model()
     if model is None:
         return {"input": 4.0}
-    sample: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
-        ann = field.annotation
-        sample[field.alias or name] = {float: 4.0, int: 4, str: "hello", bool: True}.get(ann, 4.0)  # type: ignore[call-overload]
-    return sample
+    examples: dict[Any, Any] = {float: 4.0, int: 4, str: "hello", bool: True}
+    return {field.alias or name: examples.get(field.annotation, 4.0) for name, field in model.model_fields.items()}
 
 
 _CLIENT = '''\

@@ -178,14 +178,16 @@ class Supervisor:
         code = handle.process.exitcode
         if was == READY:
             delay = 0.0
-            logger.error("%s on %s (pid %s) exited with code %s; replacing it", handle.name, handle.device,
-                         handle.pid, code)
+            logger.error(
+                "%s on %s (pid %s) exited with code %s; replacing it", handle.name, handle.device, handle.pid, code
+            )
         else:
             n = self._failures.get(handle.slot, 0)
             self._failures[handle.slot] = n + 1
             delay = min(BACKOFF_MAX, BACKOFF_BASE * 2**n)
-            logger.error("%s on %s failed to start (exit code %s); retrying in %.1fs", handle.name, handle.device,
-                         code, delay)
+            logger.error(
+                "%s on %s failed to start (exit code %s); retrying in %.1fs", handle.name, handle.device, code, delay
+            )
         self._timers[handle.slot] = loop.call_later(delay, self._replace, handle.slot, handle.device)
 
     def _replace(self, slot: int, device: str) -> None:

@@ -184,7 +184,7 @@ class SyncRunner:
 
     def _drain(self) -> None:
         sock = self.sock
-        while sock.getsockopt(_EVENTS) & _POLLIN:
+        while sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
             self._handle(sock.recv_multipart())
 
     def _handle(self, frames: list[bytes]) -> None:
@@ -265,9 +265,7 @@ class SyncRunner:
                 outputs = api.unbatch(api.predict(api.batch(inputs)))
                 outputs = list(outputs)
                 if len(outputs) != len(ok):
-                    raise RuntimeError(
-                        f"unbatch() returned {len(outputs)} outputs for a batch of {len(ok)} requests"
-                    )
+                    raise RuntimeError(f"unbatch() returned {len(outputs)} outputs for a batch of {len(ok)} requests")
             else:
                 outputs = [api.predict(inputs[0])]
         except Exception as exc:
@@ -276,7 +274,7 @@ class SyncRunner:
             return replies + [(it.rid, *reply) for it in ok]
         finally:
             reset_request_ids(token)
-        for it, out in zip(ok, outputs):
+        for it, out in zip(ok, outputs, strict=True):
             token = set_request_ids((it.tag.decode("ascii", "replace"),))
             try:
                 replies.append((it.rid, 200, hooks.encode_value(api.encode_response(out))))
@@ -395,16 +393,14 @@ class AsyncRunner:
             if hooks.batched:
                 outputs = list(api.unbatch(await api.predict(api.batch(inputs))))
                 if len(outputs) != len(ok):
-                    raise RuntimeError(
-                        f"unbatch() returned {len(outputs)} outputs for a batch of {len(ok)} requests"
-                    )
+                    raise RuntimeError(f"unbatch() returned {len(outputs)} outputs for a batch of {len(ok)} requests")
             else:
                 outputs = [await api.predict(inputs[0])]
         except Exception as exc:
             _log_user_error(exc, ok, "predict")
             reply = user_exception_reply(exc)
             return replies + [(it.rid, *reply) for it in ok]
-        for it, out in zip(ok, outputs):
+        for it, out in zip(ok, outputs, strict=True):
             set_request_ids((it.tag.decode("ascii", "replace"),))
             try:
                 replies.append((it.rid, 200, hooks.encode_value(await _maybe_await(api.encode_response(out)))))
@@ -434,12 +430,11 @@ class AsyncRunner:
         finally:
             for gen in (chunks, outputs):
                 if hasattr(gen, "aclose"):
-                    await gen.aclose()
+                    await gen.aclose()  # type: ignore[union-attr]
                 elif hasattr(gen, "close"):
-                    gen.close()
+                    gen.close()  # type: ignore[union-attr]
         await self._send(P.END, [(rid, 200, b"")])
 
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
-

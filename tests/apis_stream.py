@@ -86,8 +86,12 @@ class BatchAPI(_Logged, ls.LitAPI):
         if any(item.get("op") == "raise" for item in batch):
             raise ValueError("the model refused this batch")
         out = [
-            {"x": item.get("x"), "y": item["x"] * item["x"] if "x" in item else None,
-             "batch_size": len(batch), "pid": self.pid}
+            {
+                "x": item.get("x"),
+                "y": item["x"] * item["x"] if "x" in item else None,
+                "batch_size": len(batch),
+                "pid": self.pid,
+            }
             for item in batch
         ]
         if any(item.get("op") == "short" for item in batch):
@@ -162,8 +166,7 @@ class StreamAPI(_Logged, ls.LitAPI):
             self._log(tag=tag, closed=True)
 
     def encode_response(self, output):
-        for chunk in output:
-            yield chunk
+        yield from output
 
 
 # -- async ----------------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ def square():
 
 @pytest.fixture(scope="module")
 def behaviour():
-    app = ls.create_app(BehaviourAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=10,
-                        max_payload_size="1KB")
+    app = ls.create_app(
+        BehaviourAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=10, max_payload_size="1KB"
+    )
     with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
 
@@ -149,7 +150,8 @@ def test_openapi_is_built_from_the_models(pydantic_server):
 def test_metrics_count_requests(square):
     square.post("/predict", json={"input": 1.0})
     text = square.get("/metrics").text
-    line = next(l for l in text.splitlines() if l.startswith('litserve_requests_total{route="/predict",status="200"}'))
+    ok_line = 'litserve_requests_total{route="/predict",status="200"}'
+    line = next(ln for ln in text.splitlines() if ln.startswith(ok_line))
     assert float(line.split()[-1]) >= 1
     assert "litserve_queue_depth 0.0" in text
     assert "litserve_workers_ready 1.0" in text

@@ -34,8 +34,11 @@ def post_raw(port: int, body: dict) -> socket.socket:
     (a unary response has no headers until it is complete, so an HTTP client would block here)."""
     data = json.dumps(body).encode()
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
     return sock
 
 
@@ -143,8 +146,9 @@ def test_async_generator_streams_sse(async_stream_server):
 def test_async_streams_run_concurrently(async_stream_server):
     name = tag()
     with ThreadPoolExecutor(3) as pool:
-        responses = list(pool.map(
-            lambda _: async_stream_server.post("/predict", json={"n": 2, "barrier": name, "k": 3}), range(3)))
+        responses = list(
+            pool.map(lambda _: async_stream_server.post("/predict", json={"n": 2, "barrier": name, "k": 3}), range(3))
+        )
     for r in responses:
         assert [json.loads(line) for line in r.text.splitlines()] == [{"passed": True}, {"i": 0}, {"i": 1}]
 

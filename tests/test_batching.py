@@ -38,7 +38,9 @@ class Blocker:
     def __init__(self, client: httpx.Client, pool: ThreadPoolExecutor, tmp: Path) -> None:
         self.gate = tmp / f"gate-{uuid.uuid4().hex}"
         self.client = client
-        self.future = pool.submit(client.post, "/predict", json={"op": "block", "path": str(self.gate), "tag": "blocker"})
+        self.future = pool.submit(
+            client.post, "/predict", json={"op": "block", "path": str(self.gate), "tag": "blocker"}
+        )
         wait_for(lambda: Path(str(self.gate) + ".started").exists() or self.future.done())
         assert not self.future.done(), self.future.result().text
 
@@ -66,7 +68,7 @@ def run_as_one_batch(client: httpx.Client, bodies: list[dict], tmp: Path) -> lis
         for body in bodies:  # one at a time, so request i is the i-th in the queue
             futures.append(pool.submit(client.post, "/predict", json=body))
             n = len(futures) + 1  # with the blocker
-            wait_for(lambda: accepted(client) == n)
+            wait_for(lambda n=n: accepted(client) == n)
         blocker.release()
         assert blocker.wait().status_code == 200
         return [f.result(timeout=30) for f in futures]
@@ -85,7 +87,11 @@ def test_concurrent_requests_are_batched(batch_server):
     sizes = [r.json()["batch_size"] for r in responses]
     assert max(sizes) > 1, sizes
     assert max(sizes) <= 4, sizes
-    seen = [rec["batch"] for rec in read_log(batch_server.log) if any(isinstance(t, int) and t >= base and t < base + 8 for t in rec["batch"])]
+    seen = [
+        rec["batch"]
+        for rec in read_log(batch_server.log)
+        if any(isinstance(t, int) and t >= base and t < base + 8 for t in rec["batch"])
+    ]
     assert sorted(t for b in seen for t in b) == list(range(base, base + 8))
     assert all(1 <= len(b) <= 4 for b in seen) and any(len(b) > 1 for b in seen)
 

@@ -188,8 +188,9 @@ def test_sigterm_with_a_request_past_the_grace_still_answers_and_stops(start_ser
     finally:
         gate.touch()
         t.join(30)
-    print(f"\n[drain] request past shutdown_grace=1s answered after {answered:.2f}s, server exited after "
-          f"{stopped:.2f}s")
+    print(
+        f"\n[drain] request past shutdown_grace=1s answered after {answered:.2f}s, server exited after {stopped:.2f}s"
+    )
     [r] = results
     assert isinstance(r, httpx.Response), r  # a response, not a dropped connection
     assert r.status_code == 503 and "shutting down" in r.json()["error"]

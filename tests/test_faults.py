@@ -41,8 +41,7 @@ def all_ready(client: httpx.Client, n: int) -> list[dict] | None:
 
 @pytest.fixture(scope="module")
 def two_workers():
-    app = ls.create_app(FaultAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=20,
-                        shutdown_grace=5)
+    app = ls.create_app(FaultAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=20, shutdown_grace=5)
     with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=20) as client:
         yield app, client
 
@@ -133,8 +132,9 @@ def test_sigkill_under_load_every_request_gets_its_own_terminal_response(two_wor
         os.kill(victim, signal.SIGKILL)
         killed_at = len(outcomes)
         # Keep the load on until the replacement is ready and has served for a while.
-        wait_for(lambda: all_ready(client, 2) if victim not in {w["pid"] for w in workers(client)} else None,
-                 timeout=20)
+        wait_for(
+            lambda: all_ready(client, 2) if victim not in {w["pid"] for w in workers(client)} else None, timeout=20
+        )
         at_ready = len(outcomes)
         wait_for(lambda: len(outcomes) >= at_ready + 300, timeout=20)
     finally:
@@ -143,8 +143,10 @@ def test_sigkill_under_load_every_request_gets_its_own_terminal_response(two_wor
             t.join(15)
     assert not any(t.is_alive() for t in threads), "a client hung"
     errors = [o for o in outcomes if o[1] != 200]
-    print(f"\n[faults] SIGKILL under load: {len(outcomes)} requests from 6 clients, "
-          f"{len(errors)} answered 503 (killed after {killed_at})")
+    print(
+        f"\n[faults] SIGKILL under load: {len(outcomes)} requests from 6 clients, "
+        f"{len(errors)} answered 503 (killed after {killed_at})"
+    )
     for value, status, got in outcomes:
         if status == 200:
             assert got["value"] == value, "a response carried another request's body"  # type: ignore[index]

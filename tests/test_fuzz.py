@@ -62,7 +62,9 @@ def test_decode_round_trips_what_encode_makes():
     frames = P.encode(P.RESULT, [(7, 200, b'{"a": 1}'), (2**64 - 1, 599, b"")])
     kind, items = P.decode(frames)
     assert kind == P.RESULT and [(i.rid, i.status, i.payload) for i in items] == [
-        (7, 200, b'{"a": 1}'), (2**64 - 1, 599, b"")]
+        (7, 200, b'{"a": 1}'),
+        (2**64 - 1, 599, b""),
+    ]
 
 
 # -- malformed HTTP ---------------------------------------------------------------------------------------
@@ -73,8 +75,9 @@ def anyjson():
         yield server, client
 
 
-header_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
-                       max_size=200).map(str.strip)  # h11 (client side) refuses surrounding whitespace
+header_value = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=200
+).map(str.strip)  # h11 (client side) refuses surrounding whitespace
 json_like = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
@@ -83,8 +86,23 @@ json_like = st.recursive(
 bodies = st.one_of(
     st.binary(max_size=2000),
     json_like,
-    st.sampled_from([b"", b"{", b"[" * 5000, b"[" * 5000 + b"]" * 5000, b"1e999", b"-1e999", b"NaN",
-                     b"Infinity", b'"\\ud800"', b"\xff\xfe", b'{"a": 1}{"b": 2}', b"\x00", b"9" * 5000]),
+    st.sampled_from(
+        [
+            b"",
+            b"{",
+            b"[" * 5000,
+            b"[" * 5000 + b"]" * 5000,
+            b"1e999",
+            b"-1e999",
+            b"NaN",
+            b"Infinity",
+            b'"\\ud800"',
+            b"\xff\xfe",
+            b'{"a": 1}{"b": 2}',
+            b"\x00",
+            b"9" * 5000,
+        ]
+    ),
 )
 
 
@@ -103,12 +121,35 @@ request_lines = st.one_of(
     st.binary(max_size=300),
     st.tuples(
         st.sampled_from([b"POST", b"GET", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"BREW", b""]),
-        st.sampled_from([b"/predict", b"/health", b"/ready", b"/info", b"/metrics", b"/openapi.json",
-                         b"/predict/../info", b"//predict", b"/%00", b"*", b""]),
+        st.sampled_from(
+            [
+                b"/predict",
+                b"/health",
+                b"/ready",
+                b"/info",
+                b"/metrics",
+                b"/openapi.json",
+                b"/predict/../info",
+                b"//predict",
+                b"/%00",
+                b"*",
+                b"",
+            ]
+        ),
         st.lists(st.binary(max_size=60).filter(lambda b: b"\r\n" not in b), max_size=5),
         st.binary(max_size=200),
-    ).map(lambda t: t[0] + b" " + t[1] + b" HTTP/1.1\r\nHost: x\r\n" + b"\r\n".join(t[2])
-          + (b"\r\n" if t[2] else b"") + b"\r\n" + t[3]),
+    ).map(
+        lambda t: (
+            t[0]
+            + b" "
+            + t[1]
+            + b" HTTP/1.1\r\nHost: x\r\n"
+            + b"\r\n".join(t[2])
+            + (b"\r\n" if t[2] else b"")
+            + b"\r\n"
+            + t[3]
+        )
+    ),
 )
 
 
@@ -174,8 +215,7 @@ def unknown_peer_warnings():
 
 @FAST
 @given(frames=st.one_of(frames_strategy.filter(bool), st.lists(st.binary(max_size=2000), min_size=1, max_size=4)))
-def test_foreign_frames_on_the_router_are_ignored_and_the_server_keeps_answering(routed, unknown_peer_warnings,
-                                                                                  frames):
+def test_foreign_frames_on_the_router_are_ignored_and_the_server_keeps_answering(routed, unknown_peer_warnings, frames):
     app, client, dealer = routed
     seen = unknown_peer_warnings.n
     dealer.send_multipart(frames)
@@ -188,8 +228,7 @@ def test_a_forged_reply_from_a_foreign_peer_never_resolves_a_request(routed, unk
     app, client, dealer = routed
     gate = tmp_path / "gate"
     result: list = []
-    t = threading.Thread(target=lambda: result.append(client.post("/predict", json={"op": "block",
-                                                                                    "path": str(gate)})))
+    t = threading.Thread(target=lambda: result.append(client.post("/predict", json={"op": "block", "path": str(gate)})))
     t.start()
     try:
         wait_for(Path(str(gate) + ".started").exists)

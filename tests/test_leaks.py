@@ -121,12 +121,22 @@ def rss_kib() -> int:
 
 
 def test_ten_thousand_mixed_requests_leave_nothing_behind():
-    app = ls.create_app(AsyncMixedAPI(), accelerator="cpu", devices=1, workers_per_device=1, timeout=0.25,
-                        max_queue_size=4096, log_level=logging.CRITICAL)  # 1,000 user errors: no tracebacks
+    app = ls.create_app(
+        AsyncMixedAPI(),
+        accelerator="cpu",
+        devices=1,
+        workers_per_device=1,
+        timeout=0.25,
+        max_queue_size=4096,
+        log_level=logging.CRITICAL,
+    )  # 1,000 user errors: no tracebacks
     with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=20) as client:
         proc = subprocess.Popen(
             [sys.executable, "-c", CLIENT, str(server.port), str(TOTAL), str(WARMUP), str(CONNECTIONS)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         try:
             started = time.monotonic()
@@ -146,17 +156,18 @@ def test_ten_thousand_mixed_requests_leave_nothing_behind():
                 proc.wait(10)
         # Nothing left: no call waiting, no job queued or dispatched, no worker slot held.
         pool = app.pool
-        wait_for(lambda: not pool.calls and pool.scheduler.in_flight == 0 and pool.scheduler.queued == 0,
-                 timeout=10)
+        wait_for(lambda: not pool.calls and pool.scheduler.in_flight == 0 and pool.scheduler.queued == 0, timeout=10)
         assert all(w.busy == 0 for w in pool.scheduler.workers.values())
         gc.collect()
         rss_end = rss_kib()
         elapsed = time.monotonic() - started
         counts = done["counts"]
         metrics = client.get("/metrics").text
-        print(f"\n[leaks] {TOTAL} requests in {elapsed:.1f}s over {CONNECTIONS} connections: {counts}; "
-              f"RSS after {WARMUP}: {rss_warm / 1024:.1f} MiB, after {TOTAL}: {rss_end / 1024:.1f} MiB "
-              f"({(rss_end - rss_warm) / rss_warm:+.1%})")
+        print(
+            f"\n[leaks] {TOTAL} requests in {elapsed:.1f}s over {CONNECTIONS} connections: {counts}; "
+            f"RSS after {WARMUP}: {rss_warm / 1024:.1f} MiB, after {TOTAL}: {rss_end / 1024:.1f} MiB "
+            f"({(rss_end - rss_warm) / rss_warm:+.1%})"
+        )
         assert done["n_wrong"] == 0, done["wrong"]
         assert sum(counts.values()) == TOTAL
         assert counts["200"] > 0 and counts["500"] > 0 and counts["418"] > 0 and counts["504"] > 0

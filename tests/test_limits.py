@@ -96,10 +96,21 @@ def blocked_requests(client: httpx.Client, gate: Path, n: int) -> Iterator[list[
 
 @pytest.fixture(scope="module")
 def limited():
-    app = ls.create_app(FaultAPI(), accelerator="cpu", devices=1, workers_per_device=1, timeout=20,
-                        max_queue_size=2, max_payload_size="1KB", api_key=KEY, shutdown_grace=5)
-    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=20,
-                                                   headers={"X-API-Key": KEY}) as client:
+    app = ls.create_app(
+        FaultAPI(),
+        accelerator="cpu",
+        devices=1,
+        workers_per_device=1,
+        timeout=20,
+        max_queue_size=2,
+        max_payload_size="1KB",
+        api_key=KEY,
+        shutdown_grace=5,
+    )
+    with (
+        ThreadServer(app) as server,
+        httpx.Client(base_url=server.url, timeout=20, headers={"X-API-Key": KEY}) as client,
+    ):
         yield app, server, client
 
 
@@ -162,13 +173,16 @@ def test_body_limit_counts_a_chunked_body_as_it_is_read(limited):
 
     def chunks(body: bytes) -> Iterator[bytes]:
         for i in range(0, len(body), 100):
-            yield body[i:i + 100]
+            yield body[i : i + 100]
 
     assert client.post("/predict", content=chunks(_body_of(1000))).status_code == 200
     assert client.post("/predict", content=chunks(_body_of(1001))).status_code == 413
     # Over the limit mid-body: 413 without waiting for the rest (the body is never finished here).
-    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-API-Key: " + KEY.encode()
-            + b"\r\nContent-Type: application/json\r\n\r\n")
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-API-Key: "
+        + KEY.encode()
+        + b"\r\nContent-Type: application/json\r\n\r\n"
+    )
     chunk = b"%x\r\n%s\r\n" % (600, b"x" * 600)
     status, headers, body = raw_exchange(server.port, head + chunk + chunk)
     assert status == 413 and b"exceeds the limit" in body
@@ -180,8 +194,9 @@ def test_body_limit_counts_a_chunked_body_as_it_is_read(limited):
 
 def test_body_limit_rejects_a_declared_size_before_reading(limited):
     app, server, client = limited
-    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\nX-API-Key: " + KEY.encode()
-            + b"\r\n\r\n")
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\nX-API-Key: " + KEY.encode() + b"\r\n\r\n"
+    )
     status, headers, body = raw_exchange(server.port, head)  # not one byte of the body sent
     assert status == 413 and b"1000000000" in body
 
@@ -205,7 +220,7 @@ def test_request_id_accepted_echoed_and_seen_by_the_hooks(limited):
         assert r.json()["request_id"] == rid  # litserve.request_id() inside predict
 
 
-@pytest.mark.parametrize("bad", ["a" * 129, "has spaces", "quote\"d", "semi;colon", "ünïcode".encode().hex() + "é"])
+@pytest.mark.parametrize("bad", ["a" * 129, "has spaces", 'quote"d', "semi;colon", "ünïcode".encode().hex() + "é"])
 def test_request_id_out_of_bounds_is_replaced(limited, bad):
     app, server, client = limited
     r = client.post("/predict", json={"op": "echo"}, headers={"X-Request-ID": bad.encode("utf-8")})
@@ -331,8 +346,11 @@ def test_disconnects_are_counted_and_leave_nothing_behind(limited, tmp_path):
     try:
         with socket.create_connection(("127.0.0.1", server.port)) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-API-Key: "
-                      + KEY.encode() + b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            s.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-API-Key: "
+                + KEY.encode()
+                + b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             wait_for(Path(str(gate) + ".started").exists)
         wait_for(lambda: metric(client, "litserve_disconnects_total") == disconnects + 1)
         assert not app.pool.calls

@@ -70,7 +70,9 @@ def test_ndjson_is_the_default_one_json_value_per_line_in_order(stream_server):
 def test_chunks_arrive_as_they_are_produced(stream_server, tmp_path):
     """The first chunk reaches the client while the generator is still blocked before the second."""
     t, gate = tag(), tmp_path / "gate"
-    with stream_server.stream("POST", "/predict", json={"op": "gated", "gate": str(gate), "n": 2, "free": 1, "tag": t}) as r:
+    with stream_server.stream(
+        "POST", "/predict", json={"op": "gated", "gate": str(gate), "n": 2, "free": 1, "tag": t}
+    ) as r:
         lines = r.iter_lines()
         assert json.loads(next(lines)) == {"i": 0}
         assert events(stream_server.log, t)[-1] == {"waiting": 1}  # the model has not made chunk 1 yet

@@ -36,5 +36,6 @@ def port_from_args() -> int:
 
 if __name__ == "__main__":
     server = ls.LitServer(API(), accelerator="cpu", workers_per_device=1, timeout=30)
-    server.run(host="127.0.0.1", port=port_from_args(), generate_client_file=False, log_level="warning",
-               access_log=False)
+    server.run(
+        host="127.0.0.1", port=port_from_args(), generate_client_file=False, log_level="warning", access_log=False
+    )
