@@ -108,6 +108,8 @@ class Supervisor:
             h = failed[0]
             if h.error:
                 reason = h.error
+            elif h.state == DEAD and (h.process.exitcode or 0) < 0:
+                reason = f"it was killed by signal {-(h.process.exitcode or 0)} before reporting READY"
             elif h.state == DEAD:
                 reason = (
                     f"it exited with code {h.process.exitcode} before reporting READY (a script that starts "

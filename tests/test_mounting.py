@@ -162,7 +162,9 @@ def test_uvicorn_subprocess(module_dir, target, prefix):
         proc.wait_group_gone()
 
 
-def test_gunicorn_two_http_processes(module_dir):
+def test_gunicorn_two_http_processes(module_dir, tmp_path):
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
     args = [
         "-m",
         "gunicorn",
@@ -176,13 +178,15 @@ def test_gunicorn_two_http_processes(module_dir):
         "20",
         "lsmod:app",
     ]
-    with Proc.python(args, module_dir) as proc:
+    with Proc.python(args, module_dir, env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}) as proc:
         proc.wait_http("/ready", timeout=60)
         wait_for(lambda: len(children(proc.pid)) == 2, timeout=30)
         http_pids = children(proc.pid)
         seen: dict[int, set[int]] = {}  # HTTP process -> its model workers that answered
+        sent: list[int] = []
 
         def one(i: int) -> dict:
+            sent.append(i)
             r = httpx.post(
                 proc.url + "/predict", json={"value": i}, timeout=30, headers={"connection": "close"}
             )  # a new connection each time
@@ -199,6 +203,11 @@ def test_gunicorn_two_http_processes(module_dir):
         wait_for(both_answered, timeout=40, interval=0)
         workers = {pid for pids in seen.values() for pid in pids}
         assert len(workers) == 2  # one model worker per HTTP process, none shared
+        # With PROMETHEUS_MULTIPROC_DIR, /metrics from either process counts both processes' requests.
+        for _ in range(2):
+            metrics = httpx.get(proc.url + "/metrics", timeout=30, headers={"connection": "close"}).text
+            line = next(ln for ln in metrics.splitlines() if ln.startswith("litserve_requests_total{"))
+            assert 'status="200"' in line and float(line.split()[-1]) == len(sent)
         proc.signal(signal.SIGTERM)
         code = proc.wait_exit(40)
         assert code == 0, proc.output()
