@@ -150,7 +150,7 @@ class SyncRunner:
     from one batch to the next under load, while partial batches keep filling in the app's queue.
     """
 
-    PREFETCH = 32
+    PREFETCH = 16
     COALESCE_SECONDS = 0.001
 
     def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
