@@ -11,7 +11,7 @@
         ├── PayloadTooLarge         413  body over max_payload_size
         ├── ValidationFailed        422  the body does not match the pydantic model (names the field)
         ├── ServiceUnavailable      503  queue full, draining, or no worker can serve (has Retry-After)
-        ├── WorkerDied              503  the worker running the request exited
+        │   └── WorkerDied          503  the worker running the request exited
         ├── RequestTimeout          504  the request's timeout passed before its response
         └── ClientDisconnected      499  the client left; nothing is sent (the status is for logs/metrics)
 
