@@ -55,7 +55,7 @@ class FaultAPI(ls.LitAPI):
             Path(str(path) + ".started").write_text(str(os.getpid()))
             deadline = time.monotonic() + 30
             while not path.exists() and time.monotonic() < deadline:
-                time.sleep(0.002)  # the model: a slow computation the test releases by creating the file
+                time.sleep(0.002)  # model: a slow computation the test releases by creating the file
             return {"released": path.exists(), "pid": os.getpid()}
         if op == "exit":
             os._exit(3)
@@ -85,7 +85,7 @@ class AsyncMixedAPI(ls.LitAPI):
         if op == "http":
             raise HTTPException(status_code=int(x["status"]), detail="custom detail")
         if op == "sleep":
-            await asyncio.sleep(float(x["seconds"]))
+            await asyncio.sleep(float(x["seconds"]))  # model: slow I/O
         return {"value": x.get("value")}
 
 

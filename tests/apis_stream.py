@@ -39,7 +39,7 @@ async def _await_file(path: str | Path) -> bool:
     while not path.exists():
         if time.monotonic() > deadline:
             return False
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # model: poll for the gate file, bounded by BACKSTOP
     return True
 
 
@@ -266,7 +266,7 @@ class AsyncStreamAPI(_Logged, ls.LitAPI):
                     await _await_file(x["gate"])
                 self._log(tag=tag, chunk=i)
                 yield {"i": i}
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # model: yield to the loop between chunks
         except asyncio.CancelledError:
             self._log(tag=tag, cancelled=True)
             raise

@@ -27,7 +27,7 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {condition}")
-        time.sleep(interval)
+        time.sleep(interval)  # poll interval, bounded by the deadline
 
 
 def free_port() -> int:

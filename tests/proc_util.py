@@ -152,5 +152,5 @@ def poll_until(condition, timeout: float) -> bool:
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.02)
+        time.sleep(0.02)  # poll interval, bounded by the deadline
     return bool(condition())

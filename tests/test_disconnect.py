@@ -24,7 +24,7 @@ async def until(condition, timeout: float = 10.0) -> None:
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # poll interval, bounded by the deadline above
 
 
 class Client:

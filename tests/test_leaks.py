@@ -82,7 +82,7 @@ async def run(indices, counts, wrong):
             conn.writer.write(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
                               % (len(data), data))
             await conn.writer.drain()
-            await asyncio.sleep(0.05)  # the client's behaviour under test: it gives up mid-request
+            await asyncio.sleep(0.05)  # not a wait: the client under test gives up mid-request (the model: predict)
             conn.close()
             counts["left"] = counts.get("left", 0) + 1
             continue
