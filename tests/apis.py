@@ -97,3 +97,10 @@ class FailingSetupAPI(ls.LitAPI):
 
     def predict(self, x):
         return x
+
+
+class BatchedSquareAPI(SquareAPI):
+    """SquareAPI with dynamic batching: predict gets a list of inputs."""
+
+    def predict(self, xs):
+        return [x**2 for x in xs]

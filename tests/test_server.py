@@ -11,8 +11,10 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from conftest import wait_for
 from proc_util import Proc, all_gone, cpu_seconds
 
@@ -20,11 +22,16 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     import litserve as ls
-    from apis import FailingSetupAPI, SquareAPI
+    from apis import BatchedSquareAPI, FailingSetupAPI, SquareAPI
 
     if __name__ == "__main__":  # workers are spawned: they import this file, and must not serve
         kind, port, workers, client = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-        api = {"square": SquareAPI, "failing": FailingSetupAPI}[kind]()
+        api = {
+            "square": SquareAPI,
+            "failing": FailingSetupAPI,
+            "batch0": lambda: BatchedSquareAPI(max_batch_size=8, batch_timeout=0.0),
+            "batch10ms": lambda: BatchedSquareAPI(max_batch_size=8, batch_timeout=0.01),
+        }[kind]()
         server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=10,
                               shutdown_grace=5)
         server.run(host="127.0.0.1", port=port, generate_client_file=client)
@@ -80,6 +87,23 @@ def test_serves_writes_a_working_client_logs_the_table_idles_and_stops_on_sigter
         all_gone(workers)
         proc.wait_group_gone()
         assert "Traceback" not in proc.output()
+
+
+@pytest.mark.parametrize("kind", ["batch0", "batch10ms"])
+def test_an_idle_batching_server_burns_no_cpu(tmp_path, kind):
+    """With batching on, for any batch_timeout (0 included), nothing spins while no request comes."""
+    with _start(tmp_path, kind=kind, workers=1, client=False) as proc:
+        proc.wait_http("/ready")
+        with ThreadPoolExecutor(8) as pool:
+            bodies = list(
+                pool.map(lambda i: httpx.post(proc.url + "/predict", json={"input": i}, timeout=10), range(16))
+            )
+        assert [b.json() for b in bodies] == [{"output": i * i} for i in range(16)]
+        pids = [proc.pid, *_worker_pids(proc)]
+        before, t0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+        wait_for(lambda: time.monotonic() - t0 >= 3.0, timeout=6, interval=0.1)
+        used, elapsed = sum(cpu_seconds(p) for p in pids) - before, time.monotonic() - t0
+        assert used / elapsed < 0.01, f"idle batching server used {used:.3f}s of CPU in {elapsed:.2f}s"
 
 
 def test_no_client_file_when_asked_and_sigint_stops_it(tmp_path):
