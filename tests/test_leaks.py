@@ -33,7 +33,7 @@ PORT, TOTAL, WARMUP, CONNECTIONS = (int(a) for a in sys.argv[1:5])
 def body_for(i):
     k = i % 50
     if k == 7:
-        return {"op": "sleep", "seconds": 2}, "timeout"  # server timeout is 0.25 s: 504
+        return {"op": "sleep", "seconds": 3}, "timeout"  # server timeout is 0.5 s: 504
     if k == 13:
         return {"op": "sleep", "seconds": 5}, "leave"  # the client leaves after 50 ms
     if k % 10 == 3:
@@ -126,7 +126,7 @@ def test_ten_thousand_mixed_requests_leave_nothing_behind():
         accelerator="cpu",
         devices=1,
         workers_per_device=1,
-        timeout=0.25,
+        timeout=0.5,  # generous for the fast requests on a loaded 2-core machine, short for the sleepers
         max_queue_size=4096,
         log_level=logging.CRITICAL,
     )  # 1,000 user errors: no tracebacks
@@ -172,7 +172,7 @@ def test_ten_thousand_mixed_requests_leave_nothing_behind():
         assert sum(counts.values()) == TOTAL
         assert counts["200"] > 0 and counts["500"] > 0 and counts["418"] > 0 and counts["504"] > 0
         assert counts["left"] > 0
-        assert abs(rss_end - rss_warm) <= 0.10 * rss_warm
+        assert rss_end <= 1.10 * rss_warm  # a leak grows; the allocator giving memory back is no leak
         # The metrics saw the same story.
         samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if not line.startswith("#"))
         timeouts = float(samples["litserve_timeouts_total"])
