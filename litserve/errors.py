@@ -106,14 +106,23 @@ def error_body(detail: Any) -> bytes:
     return pydantic_core.to_json({"error": detail}, fallback=str)
 
 
-def user_exception_reply(exc: BaseException) -> tuple[int, bytes]:
-    """Status and body for an exception raised by user code inside a worker."""
+def user_exception_reply(exc: BaseException) -> tuple[int, bytes, bytes]:
+    """Status, body and extra headers (JSON, or b"") for an exception raised by user code in a worker."""
     status = getattr(exc, "status_code", None)
     if _is_http_exception(exc) and isinstance(status, int) and 400 <= status <= 599:
-        return status, error_body(getattr(exc, "detail", None) or str(exc))
+        headers = getattr(exc, "headers", None)
+        tag = b""
+        if isinstance(headers, dict) and headers:
+            tag = pydantic_core.to_json({str(k): str(v) for k, v in headers.items()})
+            if len(tag) > MAX_HEADER_BYTES:
+                tag = b""  # too large to carry; the status and detail still are
+        return status, error_body(getattr(exc, "detail", None) or str(exc)), tag
     if isinstance(exc, RequestError):
-        return exc.status, exc.body()
-    return 500, error_body(f"{type(exc).__name__}: {exc}")
+        return exc.status, exc.body(), b""
+    return 500, error_body(f"{type(exc).__name__}: {exc}"), b""
+
+
+MAX_HEADER_BYTES = 4096  # protocol.MAX_TAG_BYTES: extra headers travel in the reply's item tag
 
 
 def _is_http_exception(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
+import json
 import logging
 import os
 import re
@@ -40,6 +41,11 @@ _JSON = (b"content-type", b"application/json")
 _NDJSON = (b"content-type", b"application/x-ndjson")
 _SSE = (b"content-type", b"text/event-stream")
 _NO_CACHE = (b"cache-control", b"no-cache")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_RESERVED_HEADERS = frozenset(
+    {"content-length", "content-type", "transfer-encoding", "connection", "x-request-id", "keep-alive"}
+)
 WATCH_DELAY = 0.01  # seconds before a unary call starts watching for its client's disconnect
 
 
@@ -180,7 +186,7 @@ class PredictEndpoint:
         watch: list[Any] = [None]
         watch[0] = loop.call_later(WATCH_DELAY, self._start_watch, receive, call, watch)
         try:
-            status, payload = await call.future
+            status, payload, tag = await call.future
         except RequestError as exc:
             if not isinstance(exc, ClientDisconnected):
                 await _send_error(send, exc, request_id)
@@ -191,13 +197,10 @@ class PredictEndpoint:
             watch[0].cancel()  # the timer, or the task it started
             if not call.finished:
                 self.pool.cancel(call, ClientDisconnected())  # we are being cancelled ourselves
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [_JSON, (b"content-length", str(len(payload)).encode()), (b"x-request-id", request_id)],
-            }
-        )
+        headers = [_JSON, (b"content-length", str(len(payload)).encode()), (b"x-request-id", request_id)]
+        if tag:
+            headers.extend(user_headers(tag))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         return status
 
@@ -222,7 +225,7 @@ class PredictEndpoint:
         try:
             while True:
                 try:
-                    kind, status, payload = await call.next_chunk()
+                    kind, status, payload, tag = await call.next_chunk()
                 except RequestError as exc:
                     if isinstance(exc, ClientDisconnected):
                         return exc.status
@@ -247,7 +250,7 @@ class PredictEndpoint:
                         await _start_stream(send, request_id, sse)
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 elif not started:
-                    await _send_raw_error(send, status, payload, request_id)
+                    await _send_raw_error(send, status, payload, request_id, user_headers(tag))
                 else:
                     await send({"type": "http.response.body", "body": _error_record(payload, sse), "more_body": False})
                 return status
@@ -269,17 +272,42 @@ async def _start_stream(send: Send, request_id: bytes, sse: bool) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": headers})
 
 
+def user_headers(tag: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers an ``HTTPException`` raised in user code carried, minus any that are not safe.
+
+    Framing headers stay ours (a worker must not be able to break the response), and names and
+    values are checked so nothing can inject a header line.
+    """
+    if not tag:
+        return []
+    try:
+        given = json.loads(tag)
+    except ValueError:
+        return []
+    out = []
+    for name, value in given.items() if isinstance(given, dict) else ():
+        if (
+            isinstance(name, str)
+            and isinstance(value, str)
+            and _HEADER_NAME.match(name)
+            and name.lower() not in _RESERVED_HEADERS
+            and not _BAD_VALUE.search(value)
+        ):
+            out.append((name.lower().encode("latin-1"), value.encode("latin-1", "replace")))
+    return out
+
+
 async def _send_error(send: Send, exc: RequestError, request_id: bytes) -> None:
-    await _send_raw_error(send, exc.status, exc.body(), request_id, exc.headers)
+    extra = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
+    await _send_raw_error(send, exc.status, exc.body(), request_id, extra)
 
 
 async def _send_raw_error(
-    send: Send, status: int, body: bytes, request_id: bytes, extra: dict[str, str] | None = None
+    send: Send, status: int, body: bytes, request_id: bytes, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     if not body:
         body = error_body("request failed")
     headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", request_id)]
-    for k, v in (extra or {}).items():
-        headers.append((k.encode(), v.encode()))
+    headers.extend(extra or ())
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

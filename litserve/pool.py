@@ -52,20 +52,21 @@ class Call:
         self.rid = rid
         self.job = job
         self.stream = stream
-        self.future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
-        self._chunks: deque[tuple[int, int, bytes]] | None = deque() if stream else None
+        self.future: asyncio.Future[tuple[int, bytes, bytes]] = loop.create_future()
+        self._chunks: deque[tuple[int, int, bytes, bytes]] | None = deque() if stream else None
         self._waiter: asyncio.Future[None] | None = None
         self.finished = False
 
-    def deliver(self, kind: int, status: int, payload: bytes) -> None:
+    def deliver(self, kind: int, status: int, payload: bytes, tag: bytes = b"") -> None:
+        """A reply arrived: (status, payload, tag) for a unary call, the next item of a stream."""
         if self._chunks is None:
             self.finished = True
             if not self.future.done():
-                self.future.set_result((status, payload))
+                self.future.set_result((status, payload, tag))
             return
         if kind != P.CHUNK:
             self.finished = True
-        self._chunks.append((kind, status, payload))
+        self._chunks.append((kind, status, payload, tag))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -78,8 +79,8 @@ class Call:
             self._waiter.set_exception(exc)
             self._waiter.exception()
 
-    async def next_chunk(self) -> tuple[int, int, bytes]:
-        """The next (kind, status, payload) of a stream; raises what ``fail`` was given."""
+    async def next_chunk(self) -> tuple[int, int, bytes, bytes]:
+        """The next (kind, status, payload, tag) of a stream; raises what ``fail`` was given."""
         assert self._chunks is not None
         while not self._chunks:
             if self.future.done():
@@ -383,13 +384,13 @@ class Pool:
                     continue
                 call = calls.pop(it.rid, None)
                 if call is not None:
-                    call.deliver(kind, it.status, it.payload)
+                    call.deliver(kind, it.status, it.payload, it.tag)
             self._check_idle()
         elif kind == P.CHUNK:
             for it in items:
                 call = self.calls.get(it.rid)
                 if call is not None and scheduler.holds(it.rid, name):
-                    call.deliver(kind, it.status, it.payload)
+                    call.deliver(kind, it.status, it.payload, it.tag)
         elif kind == P.READY and items:
             assert supervisor is not None
             if handle.state != READY:

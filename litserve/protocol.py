@@ -9,7 +9,8 @@ A message is a list of ZeroMQ frames::
 
 - ``header`` is two bytes: the protocol version and the frame kind (one ASCII letter).
 - ``item_head`` is ``struct "!QH"``: the request id (u64) and a status (u16), optionally followed by
-  ASCII bytes whose meaning depends on the kind (the client's ``X-Request-ID`` in a REQUEST).
+  a tag whose meaning depends on the kind: the client's ``X-Request-ID`` (ASCII) in a REQUEST; in a
+  RESULT or END, extra response headers as a JSON object (an ``HTTPException``'s headers).
 - ``item_payload`` is opaque bytes: the request body, the encoded response, a chunk, or an error body.
 
 One message may carry several items. In a REQUEST the status field is the item's batch number within
@@ -22,6 +23,7 @@ and FAILED carry a single JSON item (worker facts or the setup error), STOP carr
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -44,7 +46,7 @@ TERMINAL: Final = frozenset({RESULT, END})
 
 _ITEM = struct.Struct("!QH")
 ITEM_SIZE: Final = _ITEM.size
-MAX_TAG_BYTES: Final = 256
+MAX_TAG_BYTES: Final = 4096
 
 _HEADERS: Final = {kind: bytes((VERSION, kind)) for kind in KINDS}
 
@@ -69,12 +71,16 @@ def item_head(rid: int, status: int = 0, tag: bytes = b"") -> bytes:
     return _ITEM.pack(rid, status) + tag if tag else _ITEM.pack(rid, status)
 
 
-def encode(kind: int, items: list[tuple[int, int, bytes]] | None = None) -> list[bytes]:
-    """Frames for ``items`` given as ``(rid, status, payload)`` triples."""
+Reply = tuple[int, int, bytes] | tuple[int, int, bytes, bytes]  # (rid, status, payload[, tag])
+
+
+def encode(kind: int, items: Sequence[Reply] | None = None) -> list[bytes]:
+    """Frames for ``items`` given as ``(rid, status, payload)`` or ``(rid, status, payload, tag)``."""
     frames = [_HEADERS[kind]]
-    for rid, status, payload in items or ():
-        frames.append(_ITEM.pack(rid, status))
-        frames.append(payload)
+    pack = _ITEM.pack
+    for item in items or ():
+        frames.append(pack(item[0], item[1]) + item[3] if len(item) == 4 else pack(item[0], item[1]))
+        frames.append(item[2])
     return frames
 
 

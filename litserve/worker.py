@@ -135,7 +135,7 @@ def _ids(items: list[P.Item]) -> tuple[str, ...]:
 
 
 def _log_user_error(exc: BaseException, items: list[P.Item], where: str) -> None:
-    status, _ = user_exception_reply(exc)
+    status = user_exception_reply(exc)[0]
     if status >= 500:
         logger.error("%s raised for request %s", where, ",".join(_ids(items)), exc_info=exc)
 
@@ -160,7 +160,7 @@ class SyncRunner:
         self.known: set[int] = set()  # received, no terminal reply sent yet
         self.cancelled: set[int] = set()
         self.stopping = False
-        self.outbox: list[tuple[int, int, bytes]] = []
+        self.outbox: list[P.Reply] = []
         self.outbox_since = 0.0
 
     @staticmethod
@@ -201,13 +201,13 @@ class SyncRunner:
         elif kind == P.STOP:
             self.stopping = True
 
-    def _reply(self, replies: list[tuple[int, int, bytes]]) -> None:
+    def _reply(self, replies: list[P.Reply]) -> None:
         """Queue terminal RESULT replies; they leave at the next flush."""
         if not self.outbox:
             self.outbox_since = time.perf_counter()
-        for rid, _, _ in replies:
-            self.known.discard(rid)
-            self.cancelled.discard(rid)
+        for reply in replies:
+            self.known.discard(reply[0])
+            self.cancelled.discard(reply[0])
         self.outbox.extend(replies)
 
     def _flush(self) -> None:
@@ -215,15 +215,15 @@ class SyncRunner:
             self.sock.send_multipart(P.encode(P.RESULT, self.outbox))
             self.outbox = []
 
-    def _send(self, kind: int, replies: list[tuple[int, int, bytes]]) -> None:
+    def _send(self, kind: int, replies: list[P.Reply]) -> None:
         self._flush()
-        for rid, _, _ in replies if kind in P.TERMINAL else ():
-            self.known.discard(rid)
-            self.cancelled.discard(rid)
+        for reply in replies if kind in P.TERMINAL else ():
+            self.known.discard(reply[0])
+            self.cancelled.discard(reply[0])
         self.sock.send_multipart(P.encode(kind, replies))
 
     def _run(self, items: list[P.Item]) -> None:
-        replies: list[tuple[int, int, bytes]] = []
+        replies: list[P.Reply] = []
         live = []
         for it in items:
             if it.rid in self.cancelled:
@@ -243,9 +243,9 @@ class SyncRunner:
         if replies:
             self._reply(replies)
 
-    def _predict(self, items: list[P.Item]) -> list[tuple[int, int, bytes]]:
+    def _predict(self, items: list[P.Item]) -> list[P.Reply]:
         hooks, api = self.hooks, self.hooks.api
-        replies: list[tuple[int, int, bytes]] = []
+        replies: list[P.Reply] = []
         inputs, ok = [], []
         for it in items:
             token = set_request_ids((it.tag.decode("ascii", "replace"),))
@@ -355,7 +355,7 @@ class AsyncRunner:
         if all(r in self.cancelled for r in self.batches[rid]):
             task.cancel()
 
-    async def _send(self, kind: int, replies: list[tuple[int, int, bytes]]) -> None:
+    async def _send(self, kind: int, replies: list[P.Reply]) -> None:
         await self.sock.send_multipart(P.encode(kind, replies))
 
     async def _run(self, items: list[P.Item]) -> None:
@@ -374,9 +374,9 @@ class AsyncRunner:
                 self.batches.pop(rid, None)
                 self.cancelled.discard(rid)
 
-    async def _predict(self, items: list[P.Item]) -> list[tuple[int, int, bytes]]:
+    async def _predict(self, items: list[P.Item]) -> list[P.Reply]:
         hooks, api = self.hooks, self.hooks.api
-        replies: list[tuple[int, int, bytes]] = []
+        replies: list[P.Reply] = []
         inputs, ok = [], []
         for it in items:
             set_request_ids((it.tag.decode("ascii", "replace"),))

@@ -76,7 +76,7 @@ class BehaviourAPI(ls.LitAPI):
         if op == "raise":
             raise ValueError("the model refused this input")
         if op == "http":
-            raise HTTPException(status_code=x["status"], detail="custom detail")
+            raise HTTPException(status_code=x["status"], detail="custom detail", headers=x.get("headers"))
         if op == "block":
             path = Path(x["path"])
             Path(str(path) + ".started").write_text(str(os.getpid()))

@@ -61,6 +61,24 @@ def test_http_exception_keeps_status_and_detail(behaviour):
     assert r.json() == {"error": "custom detail"}
 
 
+def test_http_exception_headers_reach_the_client_except_framing_ones(behaviour):
+    headers = {
+        "WWW-Authenticate": 'Bearer realm="model"',
+        "Retry-After": "7",
+        "Content-Length": "0",  # framing stays the server's
+        "X-Request-ID": "spoofed",
+        "Bad Name": "x",
+        "X-Injected": "a\r\nSet-Cookie: evil=1",
+    }
+    r = behaviour.post("/predict", json={"op": "http", "status": 401, "headers": headers})
+    assert r.status_code == 401 and r.json() == {"error": "custom detail"}
+    assert r.headers["www-authenticate"] == 'Bearer realm="model"'
+    assert r.headers["retry-after"] == "7"
+    assert r.headers["x-request-id"] != "spoofed"
+    assert "x-injected" not in r.headers and "set-cookie" not in r.headers
+    assert int(r.headers["content-length"]) == len(r.content)
+
+
 def test_unserialisable_output_is_500_with_reason(behaviour):
     r = behaviour.post("/predict", json={"op": "bad_output"})
     assert r.status_code == 500
