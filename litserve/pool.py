@@ -46,12 +46,11 @@ RETRY_START_AFTER = 30.0  # seconds before a failed start is tried again by the 
 class Call:
     """One request waiting for its worker's reply: a future for a unary call, a chunk queue for a stream."""
 
-    __slots__ = ("rid", "job", "stream", "future", "_chunks", "_waiter", "finished")
+    __slots__ = ("rid", "job", "future", "_chunks", "_waiter", "finished")
 
     def __init__(self, rid: int, job: Job, stream: bool, loop: asyncio.AbstractEventLoop) -> None:
         self.rid = rid
         self.job = job
-        self.stream = stream
         self.future: asyncio.Future[tuple[int, bytes, bytes]] = loop.create_future()
         self._chunks: deque[tuple[int, int, bytes, bytes]] | None = deque() if stream else None
         self._waiter: asyncio.Future[None] | None = None
