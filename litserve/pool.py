@@ -159,7 +159,7 @@ class Pool:
         sock.setsockopt(zmq.SNDHWM, 0)  # the scheduler bounds what is in flight; never block here
         sock.setsockopt(zmq.RCVHWM, 0)
         if zmq.has("ipc"):
-            self._dir = tempfile.mkdtemp(prefix="litserve-")  # 0700: only this user can connect
+            self._dir = tempfile.mkdtemp(prefix=P.SOCKET_DIR_PREFIX)  # 0700: only this user can connect
             address = f"ipc://{self._dir}/pool.sock"
             sock.bind(address)
         else:

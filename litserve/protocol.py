@@ -44,6 +44,8 @@ END: Final = ord("E")  # items: (rid, status) + b"" or an error body; terminal f
 KINDS: Final = frozenset({REQUEST, CANCEL, STOP, READY, FAILED, RESULT, CHUNK, END})
 TERMINAL: Final = frozenset({RESULT, END})
 
+SOCKET_DIR_PREFIX: Final = "litserve-"  # the app's private (0700) directory for its ipc:// socket
+
 _ITEM = struct.Struct("!QH")
 ITEM_SIZE: Final = _ITEM.size
 MAX_TAG_BYTES: Final = 4096

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -35,6 +36,7 @@ from .api import LitAPI
 from .codec import RequestDecoder, ResponseEncoder
 from .context import reset_request_ids, set_request_ids
 from .errors import user_exception_reply
+from .protocol import SOCKET_DIR_PREFIX
 
 logger = logging.getLogger("litserve.worker")
 
@@ -61,7 +63,7 @@ def main(spec: WorkerSpec) -> None:
     # Ctrl-C and a process manager's group-wide SIGTERM reach us too; the app drains and stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _exit_with_parent()
+    _exit_with_parent(spec.address)
     logging.basicConfig(
         level=spec.log_level, format=f"%(asctime)s %(levelname)s litserve {spec.name}[%(process)d]: %(message)s"
     )
@@ -96,8 +98,12 @@ def main(spec: WorkerSpec) -> None:
         ctx.term()
 
 
-def _exit_with_parent() -> None:
-    """Exit as soon as the app process is gone, so a ``kill -9`` of the server leaves no orphan."""
+def _exit_with_parent(address: str) -> None:
+    """Exit as soon as the app process is gone, so a ``kill -9`` of the server leaves no orphan.
+
+    A parent that died without its shutdown also left its private socket directory behind; the
+    workers remove it on the way out (any of them may get there first).
+    """
     parent = multiprocessing.parent_process()
     sentinel = getattr(parent, "sentinel", None)
     if sentinel is None:
@@ -105,6 +111,10 @@ def _exit_with_parent() -> None:
 
     def watch() -> None:
         multiprocessing.connection.wait([sentinel])
+        if address.startswith("ipc://"):
+            directory = os.path.dirname(address[len("ipc://") :])
+            if os.path.basename(directory).startswith(SOCKET_DIR_PREFIX):
+                shutil.rmtree(directory, ignore_errors=True)
         os._exit(0)
 
     threading.Thread(target=watch, name="litserve-parent-watch", daemon=True).start()

@@ -39,9 +39,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _start(tmp_path, kind: str = "square", workers: int = 2, client: bool = True) -> Proc:
+def _start(tmp_path, kind: str = "square", workers: int = 2, client: bool = True, env=None) -> Proc:
     (tmp_path / "serve.py").write_text(SCRIPT)
-    return Proc.python(["serve.py", kind, "{port}", str(workers), "1" if client else "0"], tmp_path)
+    return Proc.python(["serve.py", kind, "{port}", str(workers), "1" if client else "0"], tmp_path, env=env)
 
 
 def _worker_pids(proc: Proc) -> list[int]:
@@ -104,6 +104,9 @@ def test_an_idle_batching_server_burns_no_cpu(tmp_path, kind):
         wait_for(lambda: time.monotonic() - t0 >= 3.0, timeout=6, interval=0.1)
         used, elapsed = sum(cpu_seconds(p) for p in pids) - before, time.monotonic() - t0
         assert used / elapsed < 0.01, f"idle batching server used {used:.3f}s of CPU in {elapsed:.2f}s"
+        proc.signal(signal.SIGTERM)
+        assert proc.wait_exit(20) in (0, -signal.SIGTERM), proc.output()
+        proc.wait_group_gone()
 
 
 def test_no_client_file_when_asked_and_sigint_stops_it(tmp_path):
@@ -120,14 +123,18 @@ def test_no_client_file_when_asked_and_sigint_stops_it(tmp_path):
 
 
 def test_workers_exit_by_themselves_when_the_server_is_killed(tmp_path):
-    with _start(tmp_path, client=False) as proc:
+    private_tmp = tmp_path / "t"  # where the server makes its socket directory (short: ipc paths are bounded)
+    private_tmp.mkdir()
+    with _start(tmp_path, client=False, env={"TMPDIR": str(private_tmp)}) as proc:
         proc.wait_http("/ready")
         workers = _worker_pids(proc)
         assert len(workers) == 2
+        assert [p.name[: len("litserve-")] for p in private_tmp.iterdir()] == ["litserve-"]
         proc.signal(signal.SIGKILL)
         assert proc.wait_exit(10) == -signal.SIGKILL
         all_gone(workers, timeout=5)  # nobody stopped them: they noticed their parent is gone
         proc.wait_group_gone()
+        assert list(private_tmp.iterdir()) == []  # and removed the socket directory it left behind
 
 
 def test_setup_that_raises_exits_non_zero_naming_the_error(tmp_path):
