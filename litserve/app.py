@@ -7,6 +7,7 @@ another, so the first request starts them too, and ``LitApp.start()``/``stop()``
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -118,15 +119,8 @@ def create_app(
         type(api).__name__, settings.api_path, request_model, response_model, stream=api.stream, auth=key is not None
     )
     info_settings = {
-        "accelerator": settings.accelerator,
+        **{name: value for name, value in dataclasses.asdict(settings).items() if name != "api_key"},
         "devices": device_list,
-        "workers_per_device": settings.workers_per_device,
-        "timeout": settings.timeout,
-        "api_path": settings.api_path,
-        "max_queue_size": settings.max_queue_size,
-        "max_payload_size": settings.max_payload_size,
-        "startup_timeout": settings.startup_timeout,
-        "shutdown_grace": settings.shutdown_grace,
         "max_batch_size": api.max_batch_size,
         "batch_timeout": api.batch_timeout,
         "stream": api.stream,

@@ -25,6 +25,8 @@ from typing import Any
 
 import pydantic_core
 
+from .protocol import MAX_TAG_BYTES  # extra headers travel in a reply's item tag
+
 
 class LitServeError(Exception):
     """Base of every litserve exception."""
@@ -114,15 +116,12 @@ def user_exception_reply(exc: BaseException) -> tuple[int, bytes, bytes]:
         tag = b""
         if isinstance(headers, dict) and headers:
             tag = pydantic_core.to_json({str(k): str(v) for k, v in headers.items()})
-            if len(tag) > MAX_HEADER_BYTES:
+            if len(tag) > MAX_TAG_BYTES:
                 tag = b""  # too large to carry; the status and detail still are
         return status, error_body(getattr(exc, "detail", None) or str(exc)), tag
     if isinstance(exc, RequestError):
         return exc.status, exc.body(), b""
     return 500, error_body(f"{type(exc).__name__}: {exc}"), b""
-
-
-MAX_HEADER_BYTES = 4096  # protocol.MAX_TAG_BYTES: extra headers travel in the reply's item tag
 
 
 def _is_http_exception(exc: BaseException) -> bool:

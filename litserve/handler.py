@@ -106,7 +106,7 @@ class PredictEndpoint:
                 self.validate(body)
             if pool.state != RUNNING:
                 await self._start(pool)
-            call = pool.submit(body, request_id.decode())
+            call = pool.submit(body, request_id)
         except RequestError as exc:
             await _send_error(send, exc, request_id)
             self._answered(exc.status, arrived, loop)

@@ -253,7 +253,7 @@ class Pool:
             self._dir = None
 
     # -- requests -------------------------------------------------------------------------------------
-    def submit(self, body: bytes, request_id: str) -> Call:
+    def submit(self, body: bytes, request_id: bytes) -> Call:
         """Queue a request; raises ServiceUnavailable when it cannot be taken now."""
         if self.state != RUNNING:
             raise ServiceUnavailable(
@@ -262,7 +262,7 @@ class Pool:
         if self._supervisor is not None and self._supervisor.crash_looping:
             raise ServiceUnavailable("no worker is ready: workers keep failing to start", retry_after=5)
         rid = next(self._ids)
-        job = Job(rid, body, request_id.encode("ascii", "replace"), time.monotonic())
+        job = Job(rid, body, request_id, time.monotonic())
         if not self.scheduler.submit(job):
             # Jobs queued earlier in this loop turn wait for the deferred dispatch (_kick); hand them to
             # free workers now, so only requests that really wait for a worker count against the limit.

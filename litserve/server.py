@@ -83,7 +83,7 @@ class _DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: LitApp) -> None:
         super().__init__(config)
         self.lit_app = app
-        self._draining: asyncio.Future[None] | None = None
+        self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
         self.startup_failed = False
 
@@ -93,7 +93,7 @@ class _DrainingServer(uvicorn.Server):
             self.startup_failed = True
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        if self._draining is not None or not self.started:
+        if self._drain_requested or not self.started:
             super().handle_exit(sig, frame)  # a second signal, or nothing to drain yet: stop now
             return
         try:
@@ -101,7 +101,7 @@ class _DrainingServer(uvicorn.Server):
         except RuntimeError:
             super().handle_exit(sig, frame)
             return
-        self._draining = asyncio.Future()  # marks "drain begun" at once, for a second signal
+        self._drain_requested = True  # at once, so a second signal stops without waiting
         loop.call_soon_threadsafe(self._begin_drain)
 
     def _begin_drain(self) -> None:

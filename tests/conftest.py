@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -66,6 +67,19 @@ def serve() -> Iterator[Callable[..., ThreadServer]]:
     """Start apps on real sockets; every one is stopped at the end of the test."""
     with contextlib.ExitStack() as stack:
         yield lambda app: stack.enter_context(ThreadServer(app))
+
+
+def post_raw(port: int, body: dict) -> socket.socket:
+    """Send a request on a raw socket and return it unread, so the test decides when the client leaves
+    (a unary response has no headers until it is complete, so an HTTP client would block here)."""
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+    return sock
 
 
 def pid_alive(pid: int) -> bool:

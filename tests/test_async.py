@@ -8,7 +8,6 @@ in flight at once, and the worker records the most it ever had in flight.
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from apis_stream import AsyncAPI, AsyncStreamAPI, read_log
-from conftest import ThreadServer, wait_for
+from conftest import ThreadServer, post_raw, wait_for
 
 import litserve as ls
 
@@ -27,19 +26,6 @@ def tag() -> str:
 
 def events(log: Path, t: str) -> list[dict]:
     return [{k: v for k, v in rec.items() if k != "tag"} for rec in read_log(log) if rec.get("tag") == t]
-
-
-def post_raw(port: int, body: dict) -> socket.socket:
-    """Send a request on a raw socket and return it unread, so the test decides when the client leaves
-    (a unary response has no headers until it is complete, so an HTTP client would block here)."""
-    data = json.dumps(body).encode()
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(
-        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(data)}\r\n\r\n".encode()
-        + data
-    )
-    return sock
 
 
 def in_flight(client: httpx.Client) -> int:

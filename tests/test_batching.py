@@ -8,8 +8,6 @@ blocker: the queued requests go out together as the next batch.
 
 from __future__ import annotations
 
-import json
-import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from apis_stream import ArrayBatchAPI, BatchAPI, read_log
-from conftest import ThreadServer, wait_for
+from conftest import ThreadServer, post_raw, wait_for
 
 import litserve as ls
 
@@ -155,18 +153,6 @@ def short_timeout_server(tmp_path_factory):
         yield client
 
 
-def _post_raw(port: int, body: dict) -> socket.socket:
-    """Send a request on a raw socket and return the socket unread, so the test decides when it closes."""
-    data = json.dumps(body).encode()
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(
-        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(data)}\r\n\r\n".encode()
-        + data
-    )
-    return sock
-
-
 def _metric(client: httpx.Client, name: str) -> float:
     for line in client.get("/metrics").text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -180,7 +166,7 @@ def test_timed_out_or_disconnected_requests_are_never_batched(short_timeout_serv
         blocker = Blocker(client, pool, tmp_path)
         timed_out = pool.submit(client.post, "/predict", json={"tag": "timed-out", "x": 1})
         wait_for(lambda: queued(client) == 1)
-        left = _post_raw(client.port, {"tag": "left", "x": 2})
+        left = post_raw(client.port, {"tag": "left", "x": 2})
         wait_for(lambda: queued(client) == 2)
         disconnects = _metric(client, "litserve_disconnects_total")
         left.close()

@@ -147,7 +147,9 @@ def test_a_burst_in_one_loop_turn_is_not_refused_while_a_worker_has_room(limited
     assert app.settings.max_queue_size == 2
 
     async def burst() -> list[int]:
-        calls = [app.pool.submit(json.dumps({"op": "echo", "value": i}).encode(), f"burst-{i}") for i in range(6)]
+        calls = [
+            app.pool.submit(json.dumps({"op": "echo", "value": i}).encode(), f"burst-{i}".encode()) for i in range(6)
+        ]
         return [(await c.future)[0] for c in calls]
 
     assert asyncio.run_coroutine_threadsafe(burst(), app.pool._loop).result(20) == [200] * 6
