@@ -1,9 +1,9 @@
 """litserve: write one ``LitAPI`` class, get a fast and safe HTTP inference API."""
 
 from .api import LitAPI
-from .app import LitApp, create_app
 from .config import Settings
 from .context import request_id, request_ids
+from .core.app import LitApp, create_app
 from .devices import resolve_devices
 from .errors import (
     ConfigurationError,

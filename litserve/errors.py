@@ -25,7 +25,7 @@ from typing import Any
 
 import pydantic_core
 
-from .protocol import MAX_TAG_BYTES  # extra headers travel in a reply's item tag
+from .core.protocol import MAX_TAG_BYTES  # extra headers travel in a reply's item tag
 
 
 class LitServeError(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from .api import LitAPI
-from .app import LitApp, create_app
+from .core.app import LitApp, create_app
 from .errors import ServiceUnavailable
 
 logger = logging.getLogger("litserve")

@@ -173,7 +173,7 @@ def test_import_and_auto_resolution_do_not_import_torch(tmp_path):
         "app = ls.create_app(A(), accelerator='auto')\n"
     )
     (tmp_path / "tests_apis_probe.py").write_text(probe)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "NO_TORCH" in r.stdout

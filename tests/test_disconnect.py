@@ -15,7 +15,7 @@ import pytest
 from apis import BehaviourAPI
 
 import litserve as ls
-from litserve import protocol as P
+from litserve.core import protocol as P
 
 
 async def until(condition, timeout: float = 10.0) -> None:

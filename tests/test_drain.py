@@ -61,7 +61,11 @@ class Server:
         self.popen = subprocess.Popen(
             [sys.executable, str(script), str(self.port), str(grace), KEY],
             cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(HERE), "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+                "PYTHONUNBUFFERED": "1",
+            },
             stdout=self._out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -218,14 +218,14 @@ def test_gunicorn_two_http_processes(module_dir, tmp_path):
 def test_a_failed_lazy_start_says_why_and_is_tried_again(tmp_path, monkeypatch):
     from apis_faults import FaultAPI
 
-    import litserve.pool
+    import litserve.core.pool
 
     fail = tmp_path / "fail"
     fail.write_text("")
     model = ls.create_app(FaultAPI(fail_path=str(fail)), accelerator="cpu")
     host = Starlette()
     host.mount("/model", model)
-    monkeypatch.setattr(litserve.pool, "RETRY_START_AFTER", 30.0)
+    monkeypatch.setattr(litserve.core.pool, "RETRY_START_AFTER", 30.0)
     try:
         with ThreadServer(host) as server, httpx.Client(base_url=server.url, timeout=30) as client:
             r = client.post("/model/predict", json={"op": "echo", "value": 1})
@@ -235,7 +235,7 @@ def test_a_failed_lazy_start_says_why_and_is_tried_again(tmp_path, monkeypatch):
             assert again.status_code == 503 and int(again.headers["retry-after"]) > 1  # not retried yet
             assert "setup refused" in again.json()["error"]
             fail.unlink()
-            monkeypatch.setattr(litserve.pool, "RETRY_START_AFTER", 0.0)
+            monkeypatch.setattr(litserve.core.pool, "RETRY_START_AFTER", 0.0)
             ok = client.post("/model/predict", json={"op": "echo", "value": 2})
             assert ok.status_code == 200 and ok.json()["value"] == 2
     finally:

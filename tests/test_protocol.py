@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from litserve import protocol as P
+from litserve.core import protocol as P
 
 KINDS = sorted(P.KINDS)
 

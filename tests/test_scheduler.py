@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from litserve.scheduler import DISPATCHED, DROPPED, QUEUED, Job, Scheduler
+from litserve.core.scheduler import DISPATCHED, DROPPED, QUEUED, Job, Scheduler
 
 
 class Harness:

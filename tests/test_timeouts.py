@@ -14,7 +14,7 @@ from apis_core import BatchedBehaviourAPI
 from conftest import ThreadServer, wait_for
 
 import litserve as ls
-from litserve import protocol as P
+from litserve.core import protocol as P
 
 TIMEOUT = 0.6
 SLACK = 0.1  # how late after its deadline a 504 may arrive, measured at the client

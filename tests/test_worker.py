@@ -13,8 +13,8 @@ import pytest
 import zmq
 from apis_core import RecordingAPI
 
-from litserve import protocol as P
-from litserve.worker import CANCELLED, SyncRunner
+from litserve.core import protocol as P
+from litserve.core.worker import CANCELLED, SyncRunner
 
 _addresses = itertools.count()
 

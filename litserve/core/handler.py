@@ -21,8 +21,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from . import protocol as P
-from .errors import (
+from ..errors import (
     ClientDisconnected,
     PayloadTooLarge,
     RequestError,
@@ -31,6 +30,7 @@ from .errors import (
     Unauthorized,
     error_body,
 )
+from . import protocol as P
 from .metrics import Metrics
 from .pool import RUNNING, Call, Pool
 

@@ -19,14 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .api import LitAPI
-from .config import Settings, make_settings
-from .devices import resolve_devices
-from .errors import ConfigurationError
+from ..api import LitAPI
+from ..config import Settings, make_settings
+from ..devices import resolve_devices
+from ..errors import ConfigurationError
 from .handler import PredictEndpoint
 from .metrics import Metrics
 from .pool import RUNNING, Pool
-from .schema import body_validator, openapi
+from .validation import body_validator, openapi
 
 logger = logging.getLogger("litserve")
 

@@ -31,11 +31,11 @@ from typing import Any
 
 import zmq
 
+from ..api import LitAPI
+from ..context import reset_request_ids, set_request_ids
+from ..errors import user_exception_reply
 from . import protocol as P
-from .api import LitAPI
 from .codec import RequestDecoder, ResponseEncoder
-from .context import reset_request_ids, set_request_ids
-from .errors import user_exception_reply
 from .protocol import SOCKET_DIR_PREFIX
 
 logger = logging.getLogger("litserve.worker")

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
-from .api import LitAPI
-from .errors import WorkerStartupError
+from ..api import LitAPI
+from ..errors import WorkerStartupError
 from .worker import WorkerSpec, main
 
 logger = logging.getLogger("litserve")

@@ -11,7 +11,7 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 
-from .errors import BadRequest, ValidationFailed
+from ..errors import BadRequest, ValidationFailed
 
 
 class RequestDecoder:

@@ -27,9 +27,9 @@ from typing import Any
 
 import zmq
 
+from ..api import LitAPI
+from ..errors import RequestError, ServiceUnavailable, WorkerDied
 from . import protocol as P
-from .api import LitAPI
-from .errors import RequestError, ServiceUnavailable, WorkerDied
 from .metrics import Metrics
 from .scheduler import Job, Scheduler
 from .supervisor import READY, Supervisor, WorkerHandle
