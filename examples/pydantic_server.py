@@ -1,6 +1,6 @@
 """Request and response as pydantic models: a bad body is refused with 422 before any worker sees it.
 
-Run it, then ``python client.py`` (it posts ``{"input": 4.0}``), or try a bad body::
+Run it, then ``python3 client.py`` (it posts ``{"input": 4.0}``), or try a bad body::
 
     curl -X POST http://127.0.0.1:8000/predict -H 'Content-Type: application/json' -d '{"input": "x"}'
 """

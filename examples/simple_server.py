@@ -1,6 +1,6 @@
 """The smallest litserve server: x -> x**2 on the CPU.
 
-Run it, then in another terminal ``python client.py`` (written next to where you started the server),
+Run it, then in another terminal ``python3 client.py`` (written next to where you started the server),
 or ``curl -X POST http://127.0.0.1:8000/predict -H 'Content-Type: application/json' -d '{"input": 4.0}'``.
 """
 

@@ -8,6 +8,7 @@ blocker: the queued requests go out together as the next batch.
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,9 @@ from apis_stream import ArrayBatchAPI, BatchAPI, read_log
 from conftest import ThreadServer, post_raw, wait_for
 
 import litserve as ls
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+NO_TORCH = "torch is not installed (see the README to install it)"
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +197,12 @@ def array_server():
 
 
 @pytest.mark.parametrize(
-    "kind, expected", [("torch", "torch.Tensor"), ("numpy", "numpy.ndarray"), ("list", "builtins.list")]
+    "kind, expected",
+    [
+        pytest.param("torch", "torch.Tensor", marks=pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH)),
+        ("numpy", "numpy.ndarray"),
+        ("list", "builtins.list"),
+    ],
 )
 def test_default_batch_stacks_tensors_and_arrays_else_lists(array_server, kind, expected):
     rows = [[1, 2], [3, 4], [5, 6]]
@@ -215,7 +224,8 @@ def test_default_batch_stacks_tensors_and_arrays_else_lists(array_server, kind, 
 
 def test_default_batch_unit():
     import numpy
-    import torch
+
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
 
     api = ls.LitAPI()
     t = api.batch([torch.ones(2), torch.zeros(2)])

@@ -6,7 +6,6 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 from apis import SquareAPI
 
 import litserve as ls
@@ -66,6 +65,7 @@ def test_litapi_batch_stacks_arrays_and_tensors():
     api = SquareAPI()
     stacked = api.batch([np.zeros(3), np.ones(3)])
     assert isinstance(stacked, np.ndarray) and stacked.shape == (2, 3)
+    torch = pytest.importorskip("torch", reason="torch is not installed (see the README to install it)")
     t = api.batch([torch.zeros(2), torch.ones(2)])
     assert isinstance(t, torch.Tensor) and t.shape == (2, 2)
     assert [x.tolist() for x in api.unbatch(t)] == [[0.0, 0.0], [1.0, 1.0]]
