@@ -1,6 +1,11 @@
 """litserve: write one ``LitAPI`` class, get a fast and safe HTTP inference API."""
 
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import test_examples
 from .api import LitAPI
+from .callbacks import Callback
 from .config import Settings
 from .context import request_id, request_ids
 from .core.app import LitApp, create_app
@@ -11,17 +16,22 @@ from .errors import (
     RequestError,
     WorkerStartupError,
 )
+from .loggers import Logger
 from .server import LitServer
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "Callback",
     "ConfigurationError",
     "LitAPI",
     "LitApp",
     "LitServeError",
     "LitServer",
+    "Logger",
+    "Request",
     "RequestError",
+    "Response",
     "Settings",
     "WorkerStartupError",
     "__version__",
@@ -29,4 +39,5 @@ __all__ = (
     "request_id",
     "request_ids",
     "resolve_devices",
+    "test_examples",
 )

@@ -11,12 +11,16 @@ from apis import SquareAPI
 import litserve as ls
 
 PUBLIC = {
+    "Callback",
     "ConfigurationError",
     "LitAPI",
     "LitApp",
     "LitServeError",
     "LitServer",
+    "Logger",
+    "Request",
     "RequestError",
+    "Response",
     "Settings",
     "WorkerStartupError",
     "__version__",
@@ -24,6 +28,7 @@ PUBLIC = {
     "request_id",
     "request_ids",
     "resolve_devices",
+    "test_examples",
 }
 
 

@@ -1,0 +1,1 @@
+"""Ready-made request/response models at LitServe's import path (``litserve.schema.image``)."""
