@@ -7,13 +7,13 @@ each worker holds is always exact. User exceptions become error replies; the wor
 
 Two loops: a plain blocking loop for ``def predict`` (nothing to interleave but CANCEL checks between
 requests and between chunks), and an asyncio loop for ``async def predict`` that runs up to
-``max_concurrency`` requests at once and cancels a request's task on CANCEL.
+``max_concurrency`` requests at once and cancels a request's task on CANCEL. Both run the user's
+hooks through the same ``Pipeline`` (core/pipeline.py); only how a step is called differs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import multiprocessing
@@ -27,15 +27,12 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import zmq
 
 from ..api import LitAPI
-from ..context import reset_request_ids, set_request_ids
-from ..errors import user_exception_reply
 from . import protocol as P
-from .codec import RequestDecoder, ResponseEncoder
+from .pipeline import CANCELLED, Pipeline, run_async, run_sync
 from .protocol import SOCKET_DIR_PREFIX
 
 logger = logging.getLogger("litserve.worker")
@@ -43,7 +40,7 @@ logger = logging.getLogger("litserve.worker")
 # Plain ints: pyzmq's enum constants cost a Python-level enum operation on every use.
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
-CANCELLED = 499  # status of the terminal reply for a request the app gave up on; never sent to a client
+__all__ = ("CANCELLED", "AsyncRunner", "SyncRunner", "WorkerSpec", "main")
 
 
 @dataclass
@@ -127,29 +124,6 @@ def _select_device(device: str) -> None:
         torch.cuda.set_device(int(device.split(":", 1)[1]))
 
 
-class _Hooks:
-    """The user's hooks with litserve's codecs around them, shared by both loops."""
-
-    def __init__(self, api: LitAPI) -> None:
-        self.api = api
-        self.decode_body = RequestDecoder(api.request_model())
-        self.encode_value = ResponseEncoder(api.response_model())
-        self.batched = api.max_batch_size > 1
-
-    def decode(self, payload: bytes) -> Any:
-        return self.api.decode_request(self.decode_body(payload))
-
-
-def _ids(items: list[P.Item]) -> tuple[str, ...]:
-    return tuple(it.tag.decode("ascii", "replace") for it in items)
-
-
-def _log_user_error(exc: BaseException, items: list[P.Item], where: str) -> None:
-    status = user_exception_reply(exc)[0]
-    if status >= 500:
-        logger.error("%s raised for request %s", where, ",".join(_ids(items)), exc_info=exc)
-
-
 class SyncRunner:
     """The blocking loop for ``def predict``.
 
@@ -164,7 +138,7 @@ class SyncRunner:
     COALESCE_SECONDS = 0.001
 
     def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
-        self.hooks = _Hooks(api)
+        self.pipeline = Pipeline(api)
         self.sock = sock
         self.pending: deque[list[P.Item]] = deque()
         self.known: set[int] = set()  # received, no terminal reply sent yet
@@ -241,85 +215,24 @@ class SyncRunner:
             else:
                 live.append(it)
         if live:
-            if self.hooks.api.stream:
+            pipeline = self.pipeline
+            if pipeline.api.stream:
                 self._reply(replies)
                 replies = []
-                self._stream(live[0])
-            elif self.hooks.batched:
-                replies.extend(self._predict(live))
+                self._send(P.END, [run_sync(pipeline.stream(live[0], self._emit))])
+            elif pipeline.batched:
+                replies.extend(run_sync(pipeline.unary(live)))
             else:  # one request per predict call, even if a message grouped several
                 for it in live:
-                    replies.extend(self._predict([it]))
+                    replies.extend(run_sync(pipeline.unary([it])))
         if replies:
             self._reply(replies)
 
-    def _predict(self, items: list[P.Item]) -> list[P.Reply]:
-        hooks, api = self.hooks, self.hooks.api
-        replies: list[P.Reply] = []
-        inputs, ok = [], []
-        for it in items:
-            token = set_request_ids((it.tag.decode("ascii", "replace"),))
-            try:
-                inputs.append(hooks.decode(it.payload))
-                ok.append(it)
-            except Exception as exc:
-                _log_user_error(exc, [it], "decode_request")
-                replies.append((it.rid, *user_exception_reply(exc)))
-            finally:
-                reset_request_ids(token)
-        if not ok:
-            return replies
-        token = set_request_ids(_ids(ok))
-        try:
-            if hooks.batched:
-                outputs = api.unbatch(api.predict(api.batch(inputs)))
-                outputs = list(outputs)
-                if len(outputs) != len(ok):
-                    raise RuntimeError(f"unbatch() returned {len(outputs)} outputs for a batch of {len(ok)} requests")
-            else:
-                outputs = [api.predict(inputs[0])]
-        except Exception as exc:
-            _log_user_error(exc, ok, "predict")
-            reply = user_exception_reply(exc)
-            return replies + [(it.rid, *reply) for it in ok]
-        finally:
-            reset_request_ids(token)
-        for it, out in zip(ok, outputs, strict=True):
-            token = set_request_ids((it.tag.decode("ascii", "replace"),))
-            try:
-                replies.append((it.rid, 200, hooks.encode_value(api.encode_response(out))))
-            except Exception as exc:
-                _log_user_error(exc, [it], "encode_response")
-                replies.append((it.rid, *user_exception_reply(exc)))
-            finally:
-                reset_request_ids(token)
-        return replies
-
-    def _stream(self, it: P.Item) -> None:
-        hooks, api = self.hooks, self.hooks.api
-        rid = it.rid
-        token = set_request_ids((it.tag.decode("ascii", "replace"),))
-        outputs = chunks = None
-        try:
-            outputs = api.predict(hooks.decode(it.payload))
-            chunks = api.encode_response(outputs)
-            for value in chunks:
-                self._send(P.CHUNK, [(rid, 200, hooks.encode_value(value))])
-                self._drain()
-                if rid in self.cancelled:
-                    self._send(P.END, [(rid, CANCELLED, b"")])
-                    return
-        except Exception as exc:
-            _log_user_error(exc, [it], "stream")
-            self._send(P.END, [(rid, *user_exception_reply(exc))])
-            return
-        finally:
-            for gen in (chunks, outputs):
-                close = getattr(gen, "close", None)
-                if close is not None:
-                    close()
-            reset_request_ids(token)
-        self._send(P.END, [(rid, 200, b"")])
+    def _emit(self, rid: int, payload: bytes) -> bool:
+        """Send one stream chunk; True if the request was cancelled meanwhile (the stream stops)."""
+        self._send(P.CHUNK, [(rid, 200, payload)])
+        self._drain()
+        return rid in self.cancelled
 
 
 class AsyncRunner:
@@ -328,7 +241,7 @@ class AsyncRunner:
     def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
         import zmq.asyncio
 
-        self.hooks = _Hooks(api)
+        self.pipeline = Pipeline(api)
         self.sock = zmq.asyncio.Socket.from_socket(sock)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.batches: dict[int, list[int]] = {}  # rid -> rids of its batch, to cancel only whole batches
@@ -370,13 +283,14 @@ class AsyncRunner:
 
     async def _run(self, items: list[P.Item]) -> None:
         rids = [it.rid for it in items]
+        pipeline = self.pipeline
         try:
-            if self.hooks.api.stream:
-                await self._stream(items[0])
+            if pipeline.api.stream:
+                await self._send(P.END, [await run_async(pipeline.stream(items[0], self._emit))])
             else:
-                await self._send(P.RESULT, await self._predict(items))
+                await self._send(P.RESULT, await run_async(pipeline.unary(items)))
         except asyncio.CancelledError:
-            kind = P.END if self.hooks.api.stream else P.RESULT
+            kind = P.END if pipeline.api.stream else P.RESULT
             await self._send(kind, [(rid, CANCELLED, b"") for rid in rids])
         finally:
             for rid in rids:
@@ -384,67 +298,6 @@ class AsyncRunner:
                 self.batches.pop(rid, None)
                 self.cancelled.discard(rid)
 
-    async def _predict(self, items: list[P.Item]) -> list[P.Reply]:
-        hooks, api = self.hooks, self.hooks.api
-        replies: list[P.Reply] = []
-        inputs, ok = [], []
-        for it in items:
-            set_request_ids((it.tag.decode("ascii", "replace"),))
-            try:
-                inputs.append(await _maybe_await(hooks.decode(it.payload)))
-                ok.append(it)
-            except Exception as exc:
-                _log_user_error(exc, [it], "decode_request")
-                replies.append((it.rid, *user_exception_reply(exc)))
-        if not ok:
-            return replies
-        set_request_ids(_ids(ok))
-        try:
-            if hooks.batched:
-                outputs = list(api.unbatch(await api.predict(api.batch(inputs))))
-                if len(outputs) != len(ok):
-                    raise RuntimeError(f"unbatch() returned {len(outputs)} outputs for a batch of {len(ok)} requests")
-            else:
-                outputs = [await api.predict(inputs[0])]
-        except Exception as exc:
-            _log_user_error(exc, ok, "predict")
-            reply = user_exception_reply(exc)
-            return replies + [(it.rid, *reply) for it in ok]
-        for it, out in zip(ok, outputs, strict=True):
-            set_request_ids((it.tag.decode("ascii", "replace"),))
-            try:
-                replies.append((it.rid, 200, hooks.encode_value(await _maybe_await(api.encode_response(out)))))
-            except Exception as exc:
-                _log_user_error(exc, [it], "encode_response")
-                replies.append((it.rid, *user_exception_reply(exc)))
-        return replies
-
-    async def _stream(self, it: P.Item) -> None:
-        hooks, api = self.hooks, self.hooks.api
-        rid = it.rid
-        set_request_ids((it.tag.decode("ascii", "replace"),))
-        outputs = chunks = None
-        try:
-            outputs = api.predict(await _maybe_await(hooks.decode(it.payload)))
-            chunks = api.encode_response(outputs)
-            if hasattr(chunks, "__aiter__"):
-                async for value in chunks:
-                    await self._send(P.CHUNK, [(rid, 200, hooks.encode_value(value))])
-            else:
-                for value in chunks:
-                    await self._send(P.CHUNK, [(rid, 200, hooks.encode_value(value))])
-        except Exception as exc:
-            _log_user_error(exc, [it], "stream")
-            await self._send(P.END, [(rid, *user_exception_reply(exc))])
-            return
-        finally:
-            for gen in (chunks, outputs):
-                if hasattr(gen, "aclose"):
-                    await gen.aclose()  # type: ignore[union-attr]
-                elif hasattr(gen, "close"):
-                    gen.close()  # type: ignore[union-attr]
-        await self._send(P.END, [(rid, 200, b"")])
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+    async def _emit(self, rid: int, payload: bytes) -> bool:
+        await self._send(P.CHUNK, [(rid, 200, payload)])
+        return False  # a CANCEL cancels this request's task instead

@@ -1,0 +1,204 @@
+"""The user's hooks, in order, written once for both worker loops.
+
+decode each request → ``batch`` → ``predict`` → ``unbatch`` → encode each response (or, for a
+stream: decode → ``predict`` → ``encode_response`` → one chunk at a time).
+
+The order, the error handling (an exception becomes that request's error reply; the worker lives on)
+and the request-id context (set around every hook, reset on every exit, cancellation included) are
+written once, as a generator of *steps*: each ``yield`` hands out ``(function, args)`` and gets the
+result back. Two tiny drivers run the steps: ``run_sync`` calls each function (the blocking loop of
+a ``def predict`` API), ``run_async`` calls and awaits it when it returns an awaitable (the asyncio
+loop of an ``async def predict`` API). An exception raised by a step is thrown back into the
+generator at the ``yield``, so a plain ``try``/``except`` around the ``yield`` handles it.
+
+Extending it (per-request context, callbacks, specs): ``unary`` (a batch or one request) and
+``stream`` (one streaming request) are the only two places the hooks are called, each a straight
+line through the phases; add to them there (kept flat, without nested generators, because every
+request passes through here). A hook that may be ``async def`` must be *yielded*
+(``value = yield hook, (arg,)``), never called directly, so both loops await it when they must; a
+plain synchronous helper (a callback, a log) can be called directly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+from ..api import LitAPI
+from ..context import reset_request_ids, set_request_ids
+from ..errors import user_exception_reply
+from . import protocol as P
+from .codec import RequestDecoder, ResponseEncoder
+
+logger = logging.getLogger("litserve.worker")
+
+T = TypeVar("T")
+Step = tuple[Callable[..., Any], tuple[Any, ...]]
+Steps = Generator[Step, Any, T]
+
+CANCELLED = 499  # status of the terminal reply for a request the app gave up on; never sent to a client
+_END = object()  # a stream is exhausted
+
+
+class Pipeline:
+    """One API's hooks with litserve's codecs around them.
+
+    Args:
+        api: the user's ``LitAPI`` (already ``setup``).
+    """
+
+    def __init__(self, api: LitAPI) -> None:
+        self.api = api
+        self.decode_body = RequestDecoder(api.request_model())
+        self.encode_value = ResponseEncoder(api.response_model())
+        self.batched = api.max_batch_size > 1
+
+    # -- whole requests -------------------------------------------------------------------------------
+    def unary(self, items: list[P.Item]) -> Steps[list[P.Reply]]:
+        """One batch (or one request) to one terminal reply per item."""
+        api = self.api
+        replies: list[P.Reply] = []
+        inputs, ok = [], []
+        for it in items:  # decode each
+            token = set_request_ids((_id(it),))
+            try:
+                inputs.append((yield api.decode_request, (self.decode_body(it.payload),)))
+                ok.append(it)
+            except Exception as exc:
+                _log_user_error(exc, [it], "decode_request")
+                replies.append((it.rid, *user_exception_reply(exc)))
+            finally:
+                reset_request_ids(token)
+        if not ok:
+            return replies
+        token = set_request_ids(tuple(_id(it) for it in ok))
+        try:  # batch -> predict -> unbatch, or predict alone
+            if self.batched:
+                batch = yield api.batch, (inputs,)
+                output = yield api.predict, (batch,)
+                outputs = list((yield api.unbatch, (output,)))
+                if len(outputs) != len(ok):
+                    raise RuntimeError(f"unbatch() returned {len(outputs)} outputs for a batch of {len(ok)} requests")
+            else:
+                outputs = [(yield api.predict, (inputs[0],))]
+        except Exception as exc:
+            _log_user_error(exc, ok, "predict")
+            reply = user_exception_reply(exc)
+            return replies + [(it.rid, *reply) for it in ok]
+        finally:
+            reset_request_ids(token)
+        for it, out in zip(ok, outputs, strict=True):  # encode each
+            token = set_request_ids((_id(it),))
+            try:
+                replies.append((it.rid, 200, self.encode_value((yield api.encode_response, (out,)))))
+            except Exception as exc:
+                _log_user_error(exc, [it], "encode_response")
+                replies.append((it.rid, *user_exception_reply(exc)))
+            finally:
+                reset_request_ids(token)
+        return replies
+
+    def stream(self, it: P.Item, emit: Callable[[int, bytes], Any]) -> Steps[P.Reply]:
+        """One streaming request: each encoded chunk goes out through ``emit(rid, payload)``.
+
+        ``emit`` returns (or resolves to) True when the request was cancelled meanwhile; the stream
+        then stops. Returns the terminal END reply. The user's generators are always closed.
+        """
+        api = self.api
+        rid = it.rid
+        token = set_request_ids((_id(it),))
+        outputs = chunks = None
+        try:
+            x = yield api.decode_request, (self.decode_body(it.payload),)
+            outputs = yield api.predict, (x,)
+            chunks = yield api.encode_response, (outputs,)
+            step = _anext if hasattr(chunks, "__aiter__") else _next
+            while True:
+                value = yield step, (chunks,)
+                if value is _END:
+                    break
+                if (yield emit, (rid, self.encode_value(value))):
+                    return (rid, CANCELLED, b"")
+        except Exception as exc:
+            _log_user_error(exc, [it], "stream")
+            return (rid, *user_exception_reply(exc))
+        finally:
+            for gen in (chunks, outputs):
+                if gen is not None:
+                    try:
+                        yield _close, (gen,)
+                    except Exception:
+                        logger.warning("closing the stream of request %s raised", _id(it), exc_info=True)
+            reset_request_ids(token)
+        return (rid, 200, b"")
+
+
+# -- drivers ------------------------------------------------------------------------------------------
+def run_sync(steps: Steps[T]) -> T:
+    """Run ``steps`` by calling each function in turn (the blocking loop)."""
+    try:
+        fn, args = next(steps)
+        while True:
+            try:
+                value = fn(*args)
+            except Exception as exc:
+                fn, args = steps.throw(exc)
+            else:
+                fn, args = steps.send(value)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def run_async(steps: Steps[T]) -> T:
+    """Run ``steps``, awaiting each result that is awaitable (the asyncio loop).
+
+    Cancellation is thrown into the steps too, so the pipeline resets its context and closes the
+    user's generators before the ``CancelledError`` leaves.
+    """
+    try:
+        fn, args = next(steps)
+        while True:
+            try:
+                value = fn(*args)
+                if inspect.isawaitable(value):
+                    value = await value
+            except BaseException as exc:
+                fn, args = steps.throw(exc)
+            else:
+                fn, args = steps.send(value)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _next(chunks: Any) -> Any:
+    return next(chunks, _END)
+
+
+async def _anext(chunks: Any) -> Any:
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return _END
+
+
+def _close(gen: Any) -> Any:
+    aclose = getattr(gen, "aclose", None)
+    if aclose is not None:
+        return aclose()
+    close = getattr(gen, "close", None)
+    if close is not None:
+        close()
+    return None
+
+
+def _id(it: P.Item) -> str:
+    return it.tag.decode("ascii", "replace")
+
+
+def _log_user_error(exc: BaseException, items: list[P.Item], where: str) -> None:
+    status = user_exception_reply(exc)[0]
+    if status >= 500:
+        logger.error("%s raised for request %s", where, ",".join(_id(it) for it in items), exc_info=exc)
