@@ -80,6 +80,20 @@ class LitAPI:
         """Turn model output into a JSON-serialisable value or a pydantic model."""
         return output
 
+    def health(self) -> bool:
+        """Whether ``/health`` should answer ``ok``; runs in the server process (not a worker), so keep it fast."""
+        return True
+
+    def log(self, key: str, value: Any) -> None:
+        """Send ``(key, value)`` to the server's ``ls.Logger``s (``LitServer(loggers=...)``); a no-op without any.
+
+        Called from any hook in a worker; the entry travels as JSON to the server process, where the
+        loggers' ``process(key, value)`` runs on a background thread.
+        """
+        sink = self.__dict__.get("_log_sink")
+        if sink is not None:
+            sink(key, value)
+
     # -- what litserve reads off the class -----------------------------------------------------------
     @property
     def is_async(self) -> bool:
