@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 from apis import BehaviourAPI, PydanticAPI, SquareAPI
-from conftest import ThreadServer
+from support.servers import ThreadServer
 
 import litserve as ls
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from apis_stream import AsyncAPI, AsyncStreamAPI, read_log
-from conftest import ThreadServer, post_raw, wait_for
+from support.http import post_raw
+from support.poll import wait_for
+from support.servers import ThreadServer
 
 import litserve as ls
 

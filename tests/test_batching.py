@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 from apis_stream import ArrayBatchAPI, BatchAPI, read_log
-from conftest import ThreadServer, post_raw, wait_for
+from support.http import post_raw
+from support.poll import wait_for
+from support.servers import ThreadServer
 
 import litserve as ls
 
@@ -199,7 +201,9 @@ def array_server():
 @pytest.mark.parametrize(
     "kind, expected",
     [
-        pytest.param("torch", "torch.Tensor", marks=pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH)),
+        pytest.param(
+            "torch", "torch.Tensor", marks=[pytest.mark.slow, pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH)]
+        ),
         ("numpy", "numpy.ndarray"),
         ("list", "builtins.list"),
     ],

@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
 from apis import BehaviourAPI
+from support.poll import until
 
 import litserve as ls
 from litserve.core import protocol as P
-
-
-async def until(condition, timeout: float = 10.0) -> None:
-    """Poll ``condition`` on the event loop until it holds; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)  # poll interval, bounded by the deadline above
 
 
 class Client:

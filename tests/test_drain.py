@@ -7,17 +7,20 @@ key must never appear in it, the id of a request that failed must.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import HERE, free_port, pid_alive, wait_for
+from support.poll import wait_for
+from support.procs import group_pids, pid_alive
+from support.servers import Proc
+
+pytestmark = pytest.mark.slow  # each test starts a LitServer in a subprocess: seconds apiece
 
 KEY = "drain-k3y-do-not-log-91c2"
 
@@ -34,85 +37,20 @@ if __name__ == "__main__":
 """
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``pgid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
-
-
-class Server:
-    def __init__(self, tmp_path: Path, grace: float) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / "server.log"
-        self._out = open(self.log, "w")
-        script = tmp_path / "serve.py"
-        script.write_text(SERVER)
-        self.popen = subprocess.Popen(
-            [sys.executable, str(script), str(self.port), str(grace), KEY],
-            cwd=tmp_path,
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
-                "PYTHONUNBUFFERED": "1",
-            },
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pid = self.popen.pid
-        self.client = httpx.Client(base_url=self.url, timeout=30, headers={"X-API-Key": KEY})
-
-    def wait_ready(self) -> None:
-        def ready() -> bool:
-            assert self.popen.poll() is None, f"server exited early:\n{self.output()}"
-            try:
-                return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, timeout=60, interval=0.05)
-
-    def output(self) -> str:
-        self._out.flush()
-        return self.log.read_text(errors="replace")
-
-    def close(self) -> None:
-        self.client.close()
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.popen.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        self._out.close()
-
-
 @pytest.fixture
 def start_server(tmp_path):
-    servers: list[Server] = []
+    """Start ``SERVER`` in a subprocess; returns it with a client that sends the key. Killed at the end."""
+    with contextlib.ExitStack() as stack:
 
-    def start(grace: float = 10.0) -> Server:
-        server = Server(tmp_path, grace)
-        servers.append(server)
-        server.wait_ready()
-        return server
+        def start(grace: float = 10.0) -> tuple[Proc, httpx.Client]:
+            (tmp_path / "serve.py").write_text(SERVER)
+            server = stack.enter_context(Proc.python(["serve.py", "{port}", str(grace), KEY], tmp_path))
+            server.wait_http("/ready", timeout=60)
+            client = httpx.Client(base_url=server.url, timeout=30, headers={"X-API-Key": KEY})
+            stack.callback(client.close)
+            return server, client
 
-    yield start
-    for s in servers:
-        s.close()
+        yield start
 
 
 def post_in_thread(client: httpx.Client, body: dict, results: list) -> threading.Thread:
@@ -128,8 +66,7 @@ def post_in_thread(client: httpx.Client, body: dict, results: list) -> threading
 
 
 def test_sigterm_drains_in_flight_then_stops_everything(start_server, tmp_path):
-    server = start_server(grace=20)
-    client = server.client
+    server, client = start_server(grace=20)
     pids = [w["pid"] for w in client.get("/info").json()["workers"]]
     assert len(pids) == 2 and all(pid_alive(p) for p in pids)
     failed = client.post("/predict", json={"op": "raise"}, headers={"X-Request-ID": "trace-raise-42"})
@@ -175,8 +112,7 @@ def test_sigterm_drains_in_flight_then_stops_everything(start_server, tmp_path):
 
 
 def test_sigterm_with_a_request_past_the_grace_still_answers_and_stops(start_server, tmp_path):
-    server = start_server(grace=1)
-    client = server.client
+    server, client = start_server(grace=1)
     pids = [w["pid"] for w in client.get("/info").json()["workers"]]
     gate = tmp_path / "never"
     results: list = []
@@ -206,9 +142,9 @@ def test_sigterm_with_a_request_past_the_grace_still_answers_and_stops(start_ser
 
 
 def test_kill_9_of_the_server_workers_exit_by_themselves(start_server):
-    server = start_server(grace=10)
-    pids = [w["pid"] for w in server.client.get("/info").json()["workers"]]
-    assert server.client.post("/predict", json={"op": "echo", "value": 1}).json()["value"] == 1
+    server, client = start_server(grace=10)
+    pids = [w["pid"] for w in client.get("/info").json()["workers"]]
+    assert client.post("/predict", json={"op": "echo", "value": 1}).json()["value"] == 1
     os.kill(server.pid, signal.SIGKILL)  # the server only, not its group: nothing tells the workers
     killed = time.monotonic()
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=10)

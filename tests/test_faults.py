@@ -16,18 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 from apis_faults import FaultAPI
-from conftest import ThreadServer, pid_alive, wait_for
+from support.http import metric
+from support.poll import wait_for
+from support.procs import pid_alive
+from support.servers import ThreadServer
 
 import litserve as ls
-
-
-def metric(client: httpx.Client, sample: str) -> float:
-    """The value of the /metrics sample named exactly ``sample`` (labels included), 0 if absent."""
-    for line in client.get("/metrics").text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name == sample:
-            return float(value)
-    return 0.0
 
 
 def workers(client: httpx.Client) -> list[dict]:
@@ -101,6 +95,7 @@ def test_worker_exiting_in_predict_answers_503_and_others_keep_serving(two_worke
     wait_for(lambda: all_ready(client, 2))
 
 
+@pytest.mark.slow
 def test_sigkill_under_load_every_request_gets_its_own_terminal_response(two_workers):
     app, client = two_workers
     wait_for(lambda: all_ready(client, 2))
@@ -162,6 +157,7 @@ def test_sigkill_under_load_every_request_gets_its_own_terminal_response(two_wor
     wait_for(lambda: not app.pool.calls and app.pool.scheduler.in_flight == 0)
 
 
+@pytest.mark.slow
 def test_setup_failing_after_a_restart_backs_off_and_the_rest_keeps_serving(tmp_path):
     fail, starts = tmp_path / "fail", tmp_path / "starts"
     api = FaultAPI(fail_path=str(fail), starts_path=str(starts))

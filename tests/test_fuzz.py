@@ -18,9 +18,11 @@ import httpx
 import pytest
 import zmq
 from apis_faults import AnyJSONAPI, FaultAPI
-from conftest import ThreadServer, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.http import connect
+from support.poll import wait_for
+from support.servers import ThreadServer
 
 import litserve as ls
 from litserve.core import protocol as P
@@ -44,6 +46,7 @@ frames_strategy = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None)
 @given(frames_strategy)
 def test_decode_raises_only_protocol_error(frames):
@@ -106,6 +109,7 @@ bodies = st.one_of(
 )
 
 
+@pytest.mark.slow
 @FAST
 @given(body=bodies, content_type=header_value, request_id=header_value, accept=header_value, key=header_value)
 def test_malformed_bodies_and_headers_never_get_a_5xx(anyjson, body, content_type, request_id, accept, key):
@@ -157,8 +161,7 @@ request_lines = st.one_of(
 @given(raw=request_lines)
 def test_raw_garbage_on_the_socket_never_gets_a_5xx(anyjson, raw):
     server, client = anyjson
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    with connect(server.port, timeout=10, reset_on_close=True) as s:
         s.sendall(raw)
         s.shutdown(socket.SHUT_WR)  # nothing more is coming: the server answers or closes
         buf = b""
@@ -213,6 +216,7 @@ def unknown_peer_warnings():
     logger.removeHandler(handler)
 
 
+@pytest.mark.slow
 @FAST
 @given(frames=st.one_of(frames_strategy.filter(bool), st.lists(st.binary(max_size=2000), min_size=1, max_size=4)))
 def test_foreign_frames_on_the_router_are_ignored_and_the_server_keeps_answering(routed, unknown_peer_warnings, frames):

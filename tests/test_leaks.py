@@ -17,8 +17,10 @@ import sys
 import time
 
 import httpx
+import pytest
 from apis_faults import AsyncMixedAPI
-from conftest import ThreadServer, wait_for
+from support.poll import wait_for
+from support.servers import ThreadServer
 
 import litserve as ls
 
@@ -120,6 +122,7 @@ def rss_kib() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
+@pytest.mark.slow
 def test_ten_thousand_mixed_requests_leave_nothing_behind():
     app = ls.create_app(
         AsyncMixedAPI(),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 from apis_faults import FaultAPI
-from conftest import ThreadServer, pid_alive, wait_for
+from support.http import connect, metric, raw_exchange, status_count
+from support.poll import wait_for
+from support.procs import pid_alive
+from support.servers import ThreadServer
 
 import litserve as ls
 
@@ -33,43 +35,6 @@ METRICS = (
     "litserve_worker_restarts_total",
     "litserve_batch_size",
 )
-
-
-def metric(client: httpx.Client, sample: str) -> float:
-    """The value of the /metrics sample named exactly ``sample`` (labels included), 0 if absent."""
-    for line in client.get("/metrics").text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name == sample:
-            return float(value)
-    return 0.0
-
-
-def status_count(client: httpx.Client, status: int) -> float:
-    return metric(client, f'litserve_requests_total{{route="/predict",status="{status}"}}')
-
-
-def raw_exchange(port: int, data: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    """Send raw bytes, read one HTTP response (without sending anything more), return it parsed."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        s.sendall(data)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise AssertionError(f"connection closed before a response: {buf!r}")
-            buf += chunk
-        head, _, body = buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-        length = int(headers.get("content-length", "0"))
-        while len(body) < length:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        return status, headers, body
 
 
 @contextlib.contextmanager
@@ -346,8 +311,7 @@ def test_disconnects_are_counted_and_leave_nothing_behind(limited, tmp_path):
     gate = tmp_path / "gate"
     body = json.dumps({"op": "block", "path": str(gate)}).encode()
     try:
-        with socket.create_connection(("127.0.0.1", server.port)) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        with connect(server.port, reset_on_close=True) as s:
             s.sendall(
                 b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-API-Key: "
                 + KEY.encode()

@@ -13,11 +13,12 @@ import fastapi
 import httpx
 import pytest
 from apis_core import PidAPI
-from conftest import ThreadServer, pid_alive, wait_for
-from proc_util import Proc, all_gone, children
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from support.poll import wait_for
+from support.procs import all_gone, children, pid_alive
+from support.servers import Proc, ThreadServer
 
 import litserve as ls
 
@@ -143,6 +144,7 @@ def module_dir(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "prefix"), [("lsmod:app", ""), ("lsmod:host", "/model")], ids=["app", "mounted"])
 def test_uvicorn_subprocess(module_dir, target, prefix):
     args = ["-m", "uvicorn", target, "--host", "127.0.0.1", "--port", "{port}", "--log-level", "info"]
@@ -162,6 +164,7 @@ def test_uvicorn_subprocess(module_dir, target, prefix):
         proc.wait_group_gone()
 
 
+@pytest.mark.slow
 def test_gunicorn_two_http_processes(module_dir, tmp_path):
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()

@@ -15,8 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import wait_for
-from proc_util import Proc, all_gone, cpu_seconds
+from support.poll import wait_for
+from support.procs import all_gone, cpu_seconds
+from support.servers import Proc
+
+pytestmark = pytest.mark.slow  # each test starts a LitServer in a subprocess: seconds apiece
 
 SCRIPT = textwrap.dedent(
     """

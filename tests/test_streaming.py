@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 from apis_stream import BatchAPI, StreamAPI, read_log
-from conftest import ThreadServer, wait_for
+from support.poll import wait_for
+from support.servers import ThreadServer
 
 import litserve as ls
 
@@ -191,6 +192,7 @@ def test_stall_mid_stream_ends_with_an_error_record(stall_server, tmp_path):
     assert {"chunk": 2} not in events(stall_server.log, t)
 
 
+@pytest.mark.slow
 def test_timeout_is_per_chunk_not_per_stream(stall_server, tmp_path):
     """A stream longer than the timeout in total is fine while each gap is shorter than it."""
     t, gate = tag(), tmp_path / "gate"

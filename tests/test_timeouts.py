@@ -11,7 +11,8 @@ import httpx
 import pytest
 from apis import BehaviourAPI
 from apis_core import BatchedBehaviourAPI
-from conftest import ThreadServer, wait_for
+from support.poll import wait_for
+from support.servers import ThreadServer
 
 import litserve as ls
 from litserve.core import protocol as P
@@ -119,6 +120,7 @@ def test_fast_requests_are_unaffected(server):
         assert status == 200 and body["value"] == i and elapsed < TIMEOUT
 
 
+@pytest.mark.slow
 def test_a_timeout_of_none_waits_as_long_as_predict_takes(no_timeout):
     gate = no_timeout.tmp / "gate-none"
     assert no_timeout.app.settings.timeout is None

@@ -8,7 +8,8 @@ from __future__ import annotations
 import httpx
 import pytest
 from apis_gpu import DeviceAPI
-from conftest import ThreadServer, wait_for
+from support.poll import wait_for
+from support.servers import ThreadServer
 
 import litserve as ls
 from litserve.devices import cuda_device_count

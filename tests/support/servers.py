@@ -1,23 +1,59 @@
-"""Helpers for tests that run a server in a subprocess: start it in its own session (so its whole
-process group can be found and killed), read its output from a file, find what is left of it."""
+"""Servers on real sockets, always 127.0.0.1, always stopped: an app in a thread of the test process
+(``ThreadServer``: its internals can be inspected), or a command in a subprocess of its own session
+(``Proc``: its whole process group can be found and, whatever happens, killed)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import httpx
-from conftest import HERE, free_port, pid_alive, wait_for
+import uvicorn
 
-TESTS_DIR = str(HERE)
+from support.poll import poll_until, wait_for
+from support.procs import cmdline, group_pids
+
+TESTS_DIR = str(Path(__file__).resolve().parent.parent)  # where spawned workers find the tests' API modules
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadServer:
+    """A real uvicorn server on 127.0.0.1 in a thread of the test process, for real-socket tests."""
+
+    def __init__(self, app, port: int | None = None, **config: object) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        options: dict = {"host": "127.0.0.1", "port": self.port, "log_level": "warning", "lifespan": "on", **config}
+        self.server = uvicorn.Server(uvicorn.Config(app, **options))
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), timeout=60)
+        if not self.server.started:
+            raise RuntimeError("server failed to start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "server thread did not stop"
 
 
 class Proc:
-    """A subprocess in its own session; output goes to a file (no pipe to fill up)."""
+    """A subprocess in its own session; output goes to a file (no pipe to fill up). ``{port}`` in the
+    arguments becomes a free port; the tests' directory and ``cwd`` are prepended to PYTHONPATH."""
 
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -54,6 +90,8 @@ class Proc:
             raise AssertionError(f"processes outlived the server: {left}")
 
     def wait_http(self, path: str = "/health", timeout: float = 30.0) -> None:
+        """``path`` answers 200; fail at once (with the output) if the process exits first."""
+
         def up() -> bool:
             if self.popen.poll() is not None:
                 raise AssertionError(f"exited with {self.popen.returncode} before serving:\n{self.output()}")
@@ -94,63 +132,3 @@ class Proc:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # the command name may contain spaces and parentheses: split after its closing ")"
-    return data[data.rindex(")") + 2 :].split()
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
-
-
-def group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and fields[0] != "Z" and int(fields[2]) == pgid:
-                pids.append(int(entry))
-    return pids
-
-
-def children(ppid: int) -> set[int]:
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and fields[0] != "Z" and int(fields[1]) == ppid:
-                out.add(int(entry))
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = _stat(pid)
-    assert fields is not None, f"process {pid} is gone"
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def all_gone(pids: list[int] | set[int], timeout: float = 10.0) -> None:
-    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=timeout, interval=0.05)
-    assert not any(pid_alive(p) for p in pids)
-
-
-def poll_until(condition, timeout: float) -> bool:
-    """True as soon as ``condition()`` holds, False at the deadline (for checks that report, not fail)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)  # poll interval, bounded by the deadline
-    return bool(condition())
