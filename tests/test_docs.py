@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from proc_util import Proc
+from support.servers import Proc
 
 from litserve.devices import cuda_device_count
 
@@ -148,6 +148,7 @@ def _is_def(node: ast.stmt) -> bool:
     return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
 
 
+@pytest.mark.slow  # each snippet is a server started in a subprocess
 @pytest.mark.parametrize("snippet", snippets(), ids=lambda s: s.id)
 def test_snippet_runs_as_pasted(snippet: Snippet, tmp_path: Path):
     if "import torch" in snippet.source and not HAS_TORCH:

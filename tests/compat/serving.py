@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from proc_util import Proc
+from support.servers import Proc
 
 HERE = Path(__file__).parent
 SERVERS = HERE / "servers"

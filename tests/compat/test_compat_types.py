@@ -13,6 +13,8 @@ from serving import serve_file
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
+pytestmark = pytest.mark.slow  # each test serves a LitServe-style script in a subprocess
+
 
 def test_simple_litapi_squares(tmp_path):
     with serve_file("test_examples_simple.py", tmp_path) as proc:
