@@ -1,62 +1,69 @@
 """The server's settings: checked once, when the app is created, so a typo fails at start, not at 3 a.m.
 
-Every setting is a keyword argument of ``create_app`` and ``LitServer``; this is the one place that
-says what each means, its default, and what values it accepts. Model settings (batching, streaming,
-concurrency) live on the ``LitAPI`` instead, because the workers need them too.
+``Settings`` is the one place that says what each server-wide setting means, its default, and what
+values it accepts; ``Settings.build(**kwargs)`` checks and normalises what a user passed, and the
+result is handed down (app, handler, pool) as one frozen object. ``SettingsArgs`` spells the same
+names with the types a user may pass (``"10MB"``, ``False``, ``"debug"``), so editors and mypy see
+every keyword of ``create_app`` and ``LitServer``; a test keeps the two in step.
+
+Model settings (batching, streaming, concurrency, route) live on the ``LitAPI`` instead, because the
+workers need them too and each API of a server has its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from .errors import ConfigurationError
 
 API_KEY_ENV = "LIT_SERVER_API_KEY"
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "kib": 2**10,
-    "ki": 2**10,
-    "m": 10**6,
-    "mb": 10**6,
-    "mib": 2**20,
-    "mi": 2**20,
-    "g": 10**9,
-    "gb": 10**9,
-    "gib": 2**30,
-    "gi": 2**30,
-    "t": 10**12,
-    "tb": 10**12,
-    "tib": 2**40,
-    "ti": 2**40,
-}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+class SettingsArgs(TypedDict, total=False):
+    """The keyword arguments of ``create_app`` and ``LitServer``, as a user may write them."""
+
+    accelerator: str
+    devices: int | Sequence[int] | str
+    workers_per_device: int
+    timeout: float | bool | None
+    api_path: str
+    max_queue_size: int
+    max_payload_size: int | str
+    startup_timeout: float
+    shutdown_grace: float
+    api_key: str | None
+    log_level: int | str
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What ``create_app(api, **settings)`` accepts.
+    """What ``create_app(api, **settings)`` accepts, checked (see docs/settings.md).
 
     Attributes:
         accelerator: ``"auto"``, ``"cpu"``, ``"cuda"`` (or ``"gpu"``), ``"mps"``.
         devices: ``"auto"`` (every visible device), a count, or a list of device ids.
         workers_per_device: worker processes per device, each with its own copy of the model.
         timeout: seconds from a request's arrival to its response (to each chunk, when streaming);
-            past it the client gets 504. ``None`` or ``False`` waits forever.
+            past it the client gets 504. ``None`` (or ``False`` when given) waits forever.
         api_path: the path of the model route (``POST``).
         max_queue_size: requests that may wait for a worker; beyond it, 503 with Retry-After.
-        max_payload_size: largest request body, in bytes or as ``"10MB"``; beyond it, 413.
+        max_payload_size: largest request body in bytes (given as an int or as ``"10MB"``); beyond it, 413.
         startup_timeout: seconds a worker's ``setup`` may take before it counts as failed.
         shutdown_grace: seconds in-flight requests get to finish when the server stops.
         api_key: the key clients must send in ``X-API-Key``; by default ``$LIT_SERVER_API_KEY``
             read when the app is created. ``""`` turns authentication off.
+        log_level: the workers' log level (a ``logging`` level or its name); ``LitServer.run(log_level=)``
+            sets it too.
     """
 
     accelerator: str = "auto"
@@ -69,61 +76,105 @@ class Settings:
     startup_timeout: float = 600.0
     shutdown_grace: float = 30.0
     api_key: str | None = None
+    log_level: int = logging.INFO
+
+    @classmethod
+    def build(cls, **given: Any) -> Settings:
+        """Check and normalise ``given`` (a ``SettingsArgs``); raise ConfigurationError naming the bad one."""
+        unknown = sorted(set(given) - _FIELDS)
+        if unknown:
+            raise ConfigurationError(f"unknown setting(s) {', '.join(unknown)}; see docs/settings.md")
+        values = {name: _CHECKS[name](name, value) for name, value in given.items()}
+        if given.get("api_key") is None:  # not given: the environment's; "" turns authentication off
+            values["api_key"] = os.environ.get(API_KEY_ENV) or None
+        return cls(**values)
+
+    def replace(self, **given: Any) -> Settings:
+        """A copy with ``given`` checked and changed (``LitServer.run(log_level=)`` uses it)."""
+        return dataclasses.replace(self, **{name: _CHECKS[name](name, value) for name, value in given.items()})
+
+    def public(self) -> dict[str, Any]:
+        """The settings as ``/info`` shows them: everything but the key."""
+        shown = dataclasses.asdict(self)
+        del shown["api_key"]
+        shown["log_level"] = logging.getLevelName(self.log_level)
+        return shown
 
 
-def make_settings(
-    *,
-    accelerator: str = "auto",
-    devices: int | Sequence[int] | str = "auto",
-    workers_per_device: int = 1,
-    timeout: float | bool | None = 30.0,
-    api_path: str = "/predict",
-    max_queue_size: int = 1024,
-    max_payload_size: int | str = "100MB",
-    startup_timeout: float = 600.0,
-    shutdown_grace: float = 30.0,
-    api_key: str | None = None,
-) -> Settings:
-    """Validate and normalise the settings; raise ConfigurationError naming the bad one."""
-    if timeout is False or timeout is None:
-        timeout = None
-    elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 or math.isinf(timeout):
-        raise ConfigurationError(f"timeout must be a number of seconds > 0, or None/False, got {timeout!r}")
-    if not isinstance(api_path, str) or not api_path.startswith("/"):
-        raise ConfigurationError(f"api_path must start with '/', got {api_path!r}")
-    if isinstance(max_queue_size, bool) or not isinstance(max_queue_size, int) or max_queue_size < 1:
-        raise ConfigurationError(f"max_queue_size must be an int >= 1, got {max_queue_size!r}")
-    for name, value in (("startup_timeout", startup_timeout), ("shutdown_grace", shutdown_grace)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
-    if api_key is None:
-        api_key = os.environ.get(API_KEY_ENV) or None
-    elif not isinstance(api_key, str):
+def _number(name: str, value: Any, *, low: float, strict: bool = False) -> float:
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value)
+    if bad or value < low or (strict and value == low):
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        raise ConfigurationError(f"{name} must be a number of seconds {bound}, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _timeout(name: str, value: Any) -> float | None:
+    if value is None or value is False:
+        return None
+    try:
+        return _number(name, value, low=0, strict=True)
+    except ConfigurationError:
+        raise ConfigurationError(f"timeout must be a number of seconds > 0, or None/False, got {value!r}") from None
+
+
+def _path(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigurationError(f"{name} must start with '/', got {value!r}")
+    return value
+
+
+def _api_key(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
         raise ConfigurationError("api_key must be a string")
-    return Settings(
-        accelerator=accelerator,
-        devices=devices,
-        workers_per_device=workers_per_device,
-        timeout=None if timeout is None else float(timeout),
-        api_path=api_path,
-        max_queue_size=max_queue_size,
-        max_payload_size=parse_size(max_payload_size),
-        startup_timeout=float(startup_timeout),
-        shutdown_grace=float(shutdown_grace),
-        api_key=api_key or None,
-    )
+    return value or None
 
 
-def parse_size(value: int | str) -> int:
+def _log_level(name: str, value: Any) -> int:
+    if isinstance(value, str) and isinstance(logging.getLevelName(value.upper()), int):
+        return int(logging.getLevelName(value.upper()))
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigurationError(f"log_level must be a logging level or its name ('info', 'debug', ...), got {value!r}")
+
+
+def _as_is(name: str, value: Any) -> Any:
+    return value  # checked where it is resolved (devices.resolve_devices), with the other device settings
+
+
+def parse_size(value: int | str, name: str = "max_payload_size") -> int:
     """Bytes from an int or a string like ``"10MB"`` (decimal) or ``"10MiB"`` (binary)."""
-    if isinstance(value, bool):
-        raise ConfigurationError(f"max_payload_size must be bytes or a size like '10MB', got {value!r}")
-    if isinstance(value, int):
+    size = None
+    if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    else:
-        raise ConfigurationError(f"max_payload_size must be bytes or a size like '10MB', got {value!r}")
+        number, prefix, binary = m.groups()
+        size = int(float(number) * (1024 if binary else 1000) ** _POWERS[prefix.lower()])
+    if size is None:
+        raise ConfigurationError(f"{name} must be bytes or a size like '10MB', got {value!r}")
     if size < 1:
-        raise ConfigurationError(f"max_payload_size must be at least 1 byte, got {value!r}")
+        raise ConfigurationError(f"{name} must be at least 1 byte, got {value!r}")
     return size
+
+
+_CHECKS = {
+    "accelerator": _as_is,
+    "devices": _as_is,
+    "workers_per_device": _count,
+    "timeout": _timeout,
+    "api_path": _path,
+    "max_queue_size": _count,
+    "max_payload_size": lambda name, value: parse_size(value, name),
+    "startup_timeout": lambda name, value: _number(name, value, low=0),
+    "shutdown_grace": lambda name, value: _number(name, value, low=0),
+    "api_key": _api_key,
+    "log_level": _log_level,
+}
+_FIELDS = frozenset(_CHECKS)
+assert _FIELDS == {f.name for f in dataclasses.fields(Settings)}, "every setting has exactly one check"

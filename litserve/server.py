@@ -12,12 +12,13 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
+from typing_extensions import Unpack
 
 from .api import LitAPI
+from .config import SettingsArgs
 from .core.app import LitApp, create_app
 from .errors import ServiceUnavailable
 
@@ -25,36 +26,10 @@ logger = logging.getLogger("litserve")
 
 
 class LitServer:
-    """Serve ``api`` over HTTP. Takes every setting ``create_app`` takes (see docs/settings.md)."""
+    """Serve ``api`` over HTTP: ``create_app(api, **settings)`` run by uvicorn (see docs/settings.md)."""
 
-    def __init__(
-        self,
-        api: LitAPI,
-        *,
-        accelerator: str = "auto",
-        devices: int | Sequence[int] | str = "auto",
-        workers_per_device: int = 1,
-        timeout: float | bool | None = 30.0,
-        api_path: str = "/predict",
-        max_queue_size: int = 1024,
-        max_payload_size: int | str = "100MB",
-        startup_timeout: float = 600.0,
-        shutdown_grace: float = 30.0,
-        api_key: str | None = None,
-    ) -> None:
-        self.app: LitApp = create_app(
-            api,
-            accelerator=accelerator,
-            devices=devices,
-            workers_per_device=workers_per_device,
-            timeout=timeout,
-            api_path=api_path,
-            max_queue_size=max_queue_size,
-            max_payload_size=max_payload_size,
-            startup_timeout=startup_timeout,
-            shutdown_grace=shutdown_grace,
-            api_key=api_key,
-        )
+    def __init__(self, api: LitAPI, **settings: Unpack[SettingsArgs]) -> None:
+        self.app: LitApp = create_app(api, **settings)
 
     def run(
         self,
@@ -65,13 +40,18 @@ class LitServer:
         log_level: str = "info",
         **uvicorn_options: Any,
     ) -> None:
-        """Serve until SIGTERM/SIGINT. Extra keyword arguments go to ``uvicorn.Config``."""
-        _configure_logging(log_level)
+        """Serve until SIGTERM/SIGINT. ``log_level`` is uvicorn's, the server's and the workers'.
+
+        Extra keyword arguments go to ``uvicorn.Config``.
+        """
+        app = self.app
+        app.set_log_level(log_level)
+        _configure_logging(app.settings.log_level)
         if generate_client_file:
-            write_client_file(host, port, self.app.settings.api_path, _sample_request(self.app.api))
-        uvicorn_options.setdefault("timeout_graceful_shutdown", self.app.settings.shutdown_grace + 5)
-        config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level, **uvicorn_options)
-        server = _DrainingServer(config, self.app)
+            write_client_file(host, port, app.settings.api_path, _sample_request(app.api))
+        uvicorn_options.setdefault("timeout_graceful_shutdown", app.settings.shutdown_grace + 5)
+        config = uvicorn.Config(app, host=host, port=port, log_level=app.settings.log_level, **uvicorn_options)
+        server = _DrainingServer(config, app)
         server.run()
         if server.startup_failed:
             sys.exit(3)
@@ -123,14 +103,14 @@ class _DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: int) -> None:
     lit = logging.getLogger("litserve")
     if not lit.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     litserve: %(message)s"))
         lit.addHandler(handler)
         lit.propagate = False
-    lit.setLevel(level.upper() if isinstance(level, str) else level)
+    lit.setLevel(level)
 
 
 def _sample_request(api: LitAPI) -> Any:

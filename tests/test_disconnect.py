@@ -140,6 +140,37 @@ def test_disconnected_clients_are_dropped_or_cancelled(tmp_path, log):
     assert "Q" not in predicted, "a request whose client left while queued reached predict"
 
 
+def test_a_handler_cancelled_by_its_server_cancels_its_request(tmp_path, log):
+    """The ASGI server may cancel the request's task itself (shutdown, a protocol error): the request
+    is then CANCELled on its worker too, and nothing of it is left in the pool."""
+    app = ls.create_app(BehaviourAPI(), accelerator="cpu", devices=1, workers_per_device=1, timeout=None)
+    gate = tmp_path / "gate"
+
+    async def scenario() -> None:
+        pool = app.pool
+        async with app.running():
+            cancels: list[int] = []
+            send = pool._send
+
+            def recording_send(identity: bytes, frames: list[bytes]) -> None:
+                kind, items = P.decode(frames)
+                if kind == P.CANCEL:
+                    cancels.extend(it.rid for it in items)
+                send(identity, frames)
+
+            pool._send = recording_send  # type: ignore[method-assign]
+            running = Client(app, {"op": "block", "path": str(gate), "tag": "A"}, "req-A")
+            await until(Path(str(gate) + ".started").exists)
+            [rid] = pool.calls
+            running.task.cancel()
+            await asyncio.gather(running.task, return_exceptions=True)
+            assert cancels == [rid] and not pool.calls and running.sent == []
+            gate.write_text("go")
+            await until(lambda: pool.scheduler.in_flight == 0)
+
+    asyncio.run(scenario())
+
+
 def test_client_leaving_while_the_body_is_read_is_not_submitted(log):
     app = ls.create_app(BehaviourAPI(), accelerator="cpu", devices=1, workers_per_device=1)
 

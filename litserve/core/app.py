@@ -7,10 +7,8 @@ another, so the first request starts them too, and ``LitApp.start()``/``stop()``
 
 from __future__ import annotations
 
-import dataclasses
-import hmac
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,12 +16,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from typing_extensions import Unpack
 
 from ..api import LitAPI
-from ..config import Settings, make_settings
+from ..config import Settings, SettingsArgs
 from ..devices import resolve_devices
-from ..errors import ConfigurationError
-from .handler import PredictEndpoint
+from ..errors import ConfigurationError, RequestError, Unauthorized
+from .handler import PredictEndpoint, key_accepted
 from .metrics import Metrics
 from .pool import RUNNING, Pool
 from .validation import body_validator, openapi
@@ -32,12 +31,45 @@ logger = logging.getLogger("litserve")
 
 
 class LitApp(Starlette):
-    """The Starlette app ``create_app`` returns; ``pool`` is its worker pool."""
+    """The Starlette app ``create_app`` returns: the model route, the probes, and the worker pool."""
 
-    pool: Pool
-    settings: Settings
-    api: LitAPI
+    def __init__(self, api: LitAPI, settings: Settings) -> None:
+        self.api = api
+        self.settings = settings
+        devices = resolve_devices(settings.accelerator, settings.devices, settings.workers_per_device)
+        self.metrics = Metrics(settings.api_path)
+        self.pool = Pool(
+            api,
+            devices,
+            max_queue_size=settings.max_queue_size,
+            startup_timeout=settings.startup_timeout,
+            metrics=self.metrics,
+            log_level=settings.log_level,
+        )
+        request_model = api.request_model()
+        predict = PredictEndpoint(
+            self.pool, self.metrics, settings, validate=body_validator(request_model), stream=api.stream
+        )
+        self._key = settings.api_key.encode() if settings.api_key else None
+        self._openapi = openapi(
+            type(api).__name__,
+            settings.api_path,
+            request_model,
+            api.response_model(),
+            stream=api.stream,
+            auth=self._key is not None,
+        )
+        routes = [
+            Route(settings.api_path, predict, methods=["POST"]),
+            Route("/health", self._health_route, methods=["GET"]),
+            Route("/ready", self._ready_route, methods=["GET"]),
+            Route("/info", self._info_route, methods=["GET"]),
+            Route("/metrics", self._metrics_route, methods=["GET"]),
+            Route("/openapi.json", self._openapi_route, methods=["GET"]),
+        ]
+        super().__init__(routes=routes, lifespan=self._lifespan)
 
+    # -- life -----------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the workers now and wait until they are ready (raises WorkerStartupError)."""
         await self.pool.ensure_started()
@@ -59,88 +91,22 @@ class LitApp(Starlette):
         """Stop taking requests (503, /ready turns 503) while those in flight finish."""
         self.pool.begin_drain()
 
+    def set_log_level(self, level: int | str) -> None:
+        """The workers' log level, for workers started from now on (``LitServer.run(log_level=)``)."""
+        self.settings = self.settings.replace(log_level=level)
+        self.pool.log_level = self.settings.log_level
 
-def create_app(
-    api: LitAPI,
-    *,
-    accelerator: str = "auto",
-    devices: int | Sequence[int] | str = "auto",
-    workers_per_device: int = 1,
-    timeout: float | bool | None = 30.0,
-    api_path: str = "/predict",
-    max_queue_size: int = 1024,
-    max_payload_size: int | str = "100MB",
-    startup_timeout: float = 600.0,
-    shutdown_grace: float = 30.0,
-    api_key: str | None = None,
-    log_level: int = logging.INFO,
-) -> LitApp:
-    """Build the ASGI app serving ``api``. Nothing is spawned until the app starts.
+    @asynccontextmanager
+    async def _lifespan(self, app: Any) -> AsyncIterator[None]:
+        async with self.running():
+            yield
 
-    See ``litserve.config.Settings`` (and docs/settings.md) for what each setting means.
-    """
-    if not isinstance(api, LitAPI):
-        raise ConfigurationError(f"api must be a LitAPI instance, got {type(api).__name__}")
-    api.check()
-    settings = make_settings(
-        accelerator=accelerator,
-        devices=devices,
-        workers_per_device=workers_per_device,
-        timeout=timeout,
-        api_path=api_path,
-        max_queue_size=max_queue_size,
-        max_payload_size=max_payload_size,
-        startup_timeout=startup_timeout,
-        shutdown_grace=shutdown_grace,
-        api_key=api_key,
-    )
-    device_list = resolve_devices(settings.accelerator, settings.devices, settings.workers_per_device)
-    metrics = Metrics(settings.api_path)
-    pool = Pool(
-        api,
-        device_list,
-        max_queue_size=settings.max_queue_size,
-        startup_timeout=settings.startup_timeout,
-        metrics=metrics,
-        log_level=log_level,
-    )
-    request_model, response_model = api.request_model(), api.response_model()
-    predict = PredictEndpoint(
-        pool,
-        metrics,
-        timeout=settings.timeout,
-        max_payload_size=settings.max_payload_size,
-        api_key=settings.api_key,
-        validate=body_validator(request_model),
-        stream=api.stream,
-    )
-    key = settings.api_key.encode() if settings.api_key else None
-    schema = openapi(
-        type(api).__name__, settings.api_path, request_model, response_model, stream=api.stream, auth=key is not None
-    )
-    info_settings = {
-        **{name: value for name, value in dataclasses.asdict(settings).items() if name != "api_key"},
-        "devices": device_list,
-        "max_batch_size": api.max_batch_size,
-        "batch_timeout": api.batch_timeout,
-        "stream": api.stream,
-        "max_concurrency": api.max_concurrency,
-        "auth": key is not None,
-    }
-
-    def authorised(request: Request) -> bool:
-        if key is None:
-            return True
-        given = request.headers.get("x-api-key")
-        return given is not None and hmac.compare_digest(given.encode(), key)
-
-    def unauthorised() -> Response:
-        return JSONResponse({"error": "missing or invalid X-API-Key header"}, status_code=401)
-
-    async def health(request: Request) -> Response:
+    # -- probes and documents -------------------------------------------------------------------------
+    async def _health_route(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def ready(request: Request) -> Response:
+    async def _ready_route(self, request: Request) -> Response:
+        pool = self.pool
         if pool.state != RUNNING:
             reason = {"new": "not started", "starting": "workers are starting"}.get(pool.state, pool.state)
             return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
@@ -148,44 +114,49 @@ def create_app(
             return JSONResponse({"status": "not ready", "reason": "no worker is ready"}, status_code=503)
         return JSONResponse({"status": "ready", "workers_ready": pool.ready_workers})
 
-    async def info(request: Request) -> Response:
-        if not authorised(request):
-            return unauthorised()
+    async def _info_route(self, request: Request) -> Response:
+        given = request.headers.get("x-api-key")
+        if not key_accepted(self._key, given.encode("latin-1") if given is not None else None):
+            return _send_error_response(Unauthorized("missing or invalid X-API-Key header"))
+        pool, api = self.pool, self.api
+        settings = {
+            **self.settings.public(),
+            "devices": pool.devices,
+            "max_batch_size": api.max_batch_size,
+            "batch_timeout": api.batch_timeout,
+            "stream": api.stream,
+            "max_concurrency": api.max_concurrency,
+            "auth": self._key is not None,
+        }
         return JSONResponse(
             {
                 "state": pool.state,
                 "workers": pool.workers_info(),
                 "queued": pool.scheduler.queued,
                 "in_flight": len(pool.calls),
-                "settings": info_settings,
+                "settings": settings,
             }
         )
 
-    async def metrics_route(request: Request) -> Response:
-        body, content_type = metrics.exposition()
+    async def _metrics_route(self, request: Request) -> Response:
+        body, content_type = self.metrics.exposition()
         return Response(body, media_type=content_type)
 
-    async def openapi_route(request: Request) -> Response:
-        return JSONResponse(schema)
+    async def _openapi_route(self, request: Request) -> Response:
+        return JSONResponse(self._openapi)
 
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        await pool.ensure_started()
-        try:
-            yield
-        finally:
-            await pool.stop(settings.shutdown_grace)
 
-    routes = [
-        Route(settings.api_path, predict, methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/ready", ready, methods=["GET"]),
-        Route("/info", info, methods=["GET"]),
-        Route("/metrics", metrics_route, methods=["GET"]),
-        Route("/openapi.json", openapi_route, methods=["GET"]),
-    ]
-    app = LitApp(routes=routes, lifespan=lifespan)
-    app.pool = pool
-    app.settings = settings
-    app.api = api
-    return app
+def create_app(api: LitAPI, **settings: Unpack[SettingsArgs]) -> LitApp:
+    """Build the ASGI app serving ``api``. Nothing is spawned until the app starts.
+
+    Every keyword is a server setting (``litserve.config.Settings``; docs/settings.md says what each
+    means); they are checked here, once, and a bad one raises ``ConfigurationError`` naming it.
+    """
+    if not isinstance(api, LitAPI):
+        raise ConfigurationError(f"api must be a LitAPI instance, got {type(api).__name__}")
+    api.check()
+    return LitApp(api, Settings.build(**settings))
+
+
+def _send_error_response(exc: RequestError) -> Response:
+    return Response(exc.body(), status_code=exc.status, headers=exc.headers, media_type="application/json")

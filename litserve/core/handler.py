@@ -17,10 +17,10 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from ..config import Settings
 from ..errors import (
     ClientDisconnected,
     PayloadTooLarge,
@@ -58,23 +58,28 @@ def new_request_id() -> bytes:
     return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}".encode()
 
 
+def key_accepted(key: bytes | None, given: bytes | None) -> bool:
+    """The one API-key check (model route and /info): no key set, or ``given`` matches it in constant time."""
+    return key is None or (given is not None and hmac.compare_digest(given, key))
+
+
 class PredictEndpoint:
+    """``POST api_path``: auth, body limit, validation, queueing; then a ``RequestGuard`` sees it through."""
+
     def __init__(
         self,
         pool: Pool,
         metrics: Metrics,
+        settings: Settings,
         *,
-        timeout: float | None,
-        max_payload_size: int,
-        api_key: str | None,
         validate: Callable[[bytes], None] | None,
         stream: bool,
     ) -> None:
         self.pool = pool
         self.metrics = metrics
-        self.timeout = timeout
-        self.max_payload_size = max_payload_size
-        self._api_key = api_key.encode() if api_key else None
+        self.timeout = settings.timeout
+        self.max_payload_size = settings.max_payload_size
+        self._api_key = settings.api_key.encode() if settings.api_key else None
         self.validate = validate
         self.stream = stream
 
@@ -96,11 +101,11 @@ class PredictEndpoint:
             request_id = new_request_id()
         pool = self.pool
         try:
-            if self._api_key is not None and (api_key is None or not hmac.compare_digest(api_key, self._api_key)):
+            if not key_accepted(self._api_key, api_key):
                 raise Unauthorized("missing or invalid X-API-Key header")
             body = await self._read_body(receive, content_length)
             if body is None:
-                self._answered(499, arrived, loop)
+                self.metrics.answered(499, loop.time() - arrived)
                 return  # the client left while sending its body
             if self.validate is not None:
                 self.validate(body)
@@ -109,13 +114,14 @@ class PredictEndpoint:
             call = pool.submit(body, request_id)
         except RequestError as exc:
             await _send_error(send, exc, request_id)
-            self._answered(exc.status, arrived, loop)
+            self.metrics.answered(exc.status, loop.time() - arrived)
             return
-        if self.stream:
-            status = await self._stream(call, receive, send, request_id, arrived, sse)
-        else:
-            status = await self._unary(call, receive, send, request_id, arrived)
-        self._answered(status, arrived, loop)
+        with RequestGuard(self, call, receive, arrived, loop) as guard:
+            if self.stream:
+                status = await _send_stream(guard, send, request_id, sse)
+            else:
+                status = await _send_reply(guard, send, request_id)
+        self.metrics.answered(status, loop.time() - arrived)
 
     async def _start(self, pool: Pool) -> None:
         try:
@@ -124,9 +130,6 @@ class PredictEndpoint:
             raise
         except Exception as exc:
             raise ServiceUnavailable(f"the model workers could not start: {exc}", retry_after=30) from None
-
-    def _answered(self, status: int, arrived: float, loop: asyncio.AbstractEventLoop) -> None:
-        self.metrics.answered(status, loop.time() - arrived)
 
     async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes | None:
         limit = self.max_payload_size
@@ -159,107 +162,134 @@ class PredictEndpoint:
             if not message.get("more_body", False):
                 return b"".join(parts)
 
-    # -- waiting --------------------------------------------------------------------------------------
-    def _start_watch(self, receive: Receive, call: Call, holder: list[Any]) -> None:
-        holder[0] = self._watch(receive, call)
 
-    def _watch(self, receive: Receive, call: Call) -> asyncio.Task[None]:
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    self.metrics.disconnects.inc()
-                    self.pool.cancel(call, ClientDisconnected())
-                    return
+class RequestGuard:
+    """One queued request's life: its deadline, the watch for its client leaving, and its cancellation.
 
-        return asyncio.get_running_loop().create_task(watch())
+    ``with RequestGuard(...) as guard:`` then either ``await guard.reply()`` (unary) or
+    ``async for item in guard`` (a stream's items, the last one END). The deadline timer and the
+    disconnect watch each cancel the call with the error the client should see; leaving the ``with``
+    block by any path stops both and, if the call is still pending (we were cancelled ourselves),
+    cancels it, so no worker time is spent on it after.
 
-    def _expire(self, call: Call) -> None:
-        self.metrics.timeouts.inc()
-        self.pool.cancel(call, RequestTimeout(f"the request did not complete within {self.timeout}s"))
+    The deadline is one timer: for a unary call at ``arrived + timeout``; for a stream it measures the
+    gap since the last item and re-arms itself until a gap exceeds ``timeout``.
+    """
 
-    async def _unary(self, call: Call, receive: Receive, send: Send, request_id: bytes, arrived: float) -> int:
-        loop = asyncio.get_running_loop()
-        timer = loop.call_at(arrived + self.timeout, self._expire, call) if self.timeout is not None else None
+    __slots__ = ("_endpoint", "call", "_receive", "_loop", "_last", "_timer", "_watch", "_done")
+
+    def __init__(
+        self, endpoint: PredictEndpoint, call: Call, receive: Receive, arrived: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._endpoint = endpoint
+        self.call = call
+        self._receive = receive
+        self._loop = loop
+        self._last = arrived  # when the call last made progress (arrival, then each stream item)
+        timeout = endpoint.timeout
+        self._timer: asyncio.TimerHandle | None = (
+            loop.call_at(arrived + timeout, self._on_deadline) if timeout is not None else None
+        )
+        self._watch: asyncio.TimerHandle | asyncio.Task[None] | None = None
+        self._done = False
+
+    def __enter__(self) -> RequestGuard:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watch is not None:
+            self._watch.cancel()  # the delayed start, or the watching task
+        pool = self._endpoint.pool
+        if self.call.rid in pool.calls:  # still pending: we are being cancelled ourselves
+            pool.cancel(self.call, ClientDisconnected())
+
+    async def reply(self) -> tuple[int, bytes, bytes]:
+        """(status, payload, tag) of a unary call; raises the RequestError that ended it otherwise."""
         # Most calls finish in well under WATCH_DELAY; watching for a disconnect costs a task, so it
         # starts only for calls still waiting by then. A client that left earlier is seen then.
-        watch: list[Any] = [None]
-        watch[0] = loop.call_later(WATCH_DELAY, self._start_watch, receive, call, watch)
-        try:
-            status, payload, tag = await call.future
-        except RequestError as exc:
-            if not isinstance(exc, ClientDisconnected):
-                await _send_error(send, exc, request_id)
-            return exc.status
-        finally:
-            if timer is not None:
-                timer.cancel()
-            watch[0].cancel()  # the timer, or the task it started
-            if not call.finished:
-                self.pool.cancel(call, ClientDisconnected())  # we are being cancelled ourselves
-        headers = [_JSON, (b"content-length", str(len(payload)).encode()), (b"x-request-id", request_id)]
-        if tag:
-            headers.extend(user_headers(tag))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-        return status
+        self._watch = self._loop.call_later(WATCH_DELAY, self._start_watch)
+        return await self.call.future
 
-    async def _stream(
-        self, call: Call, receive: Receive, send: Send, request_id: bytes, arrived: float, sse: bool
-    ) -> int:
-        loop = asyncio.get_running_loop()
-        timeout = self.timeout
-        progress = [arrived]  # time of the last chunk; the timer re-arms itself until a gap exceeds timeout
+    def __aiter__(self) -> RequestGuard:
+        self._watch = self._loop.create_task(self._watch_disconnect())
+        return self
 
-        def check_gap() -> None:
-            due = progress[0] + timeout  # type: ignore[operator]
-            if loop.time() >= due:
-                self._expire(call)
+    async def __anext__(self) -> tuple[int, int, bytes, bytes]:
+        """The next (kind, status, payload, tag) of a stream; END is the last one."""
+        if self._done:
+            raise StopAsyncIteration
+        item = await self.call.next_chunk()
+        self._last = self._loop.time()
+        self._done = item[0] != P.CHUNK
+        return item
+
+    def _on_deadline(self) -> None:
+        due = self._last + self._endpoint.timeout  # type: ignore[operator]
+        if self._loop.time() < due:  # a stream that made progress: measure the gap from its last item
+            self._timer = self._loop.call_at(due, self._on_deadline)
+            return
+        endpoint = self._endpoint
+        endpoint.metrics.timeouts.inc()
+        endpoint.pool.cancel(self.call, RequestTimeout(f"the request did not complete within {endpoint.timeout}s"))
+
+    def _start_watch(self) -> None:
+        self._watch = self._loop.create_task(self._watch_disconnect())
+
+    async def _watch_disconnect(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self._endpoint.metrics.disconnects.inc()
+                self._endpoint.pool.cancel(self.call, ClientDisconnected())
+                return
+
+
+async def _send_reply(guard: RequestGuard, send: Send, request_id: bytes) -> int:
+    try:
+        status, payload, tag = await guard.reply()
+    except RequestError as exc:
+        if not isinstance(exc, ClientDisconnected):
+            await _send_error(send, exc, request_id)
+        return exc.status
+    headers = [_JSON, (b"content-length", str(len(payload)).encode()), (b"x-request-id", request_id)]
+    if tag:
+        headers.extend(user_headers(tag))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+    return status
+
+
+async def _send_stream(guard: RequestGuard, send: Send, request_id: bytes, sse: bool) -> int:
+    """Chunks as NDJSON lines or server-sent events; an error before the first chunk is a plain error response."""
+    started = False
+    status = 200
+    try:
+        async for kind, status, payload, tag in guard:
+            if kind == P.CHUNK:
+                if not started:
+                    await _start_stream(send, request_id, sse)
+                    started = True
+                data = b"data: " + payload + b"\n\n" if sse else payload + b"\n"
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            elif status == 200:  # END: 200 closes the stream; another status is an error before or during it
+                if not started:
+                    await _start_stream(send, request_id, sse)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            elif not started:
+                await _send_raw_error(send, status, payload, request_id, user_headers(tag))
             else:
-                holder[0] = loop.call_at(due, check_gap)
-
-        holder: list[Any] = [loop.call_at(arrived + timeout, check_gap) if timeout is not None else None]
-        watcher = self._watch(receive, call)
-        started = False
-        status = 200
-        try:
-            while True:
-                try:
-                    kind, status, payload, tag = await call.next_chunk()
-                except RequestError as exc:
-                    if isinstance(exc, ClientDisconnected):
-                        return exc.status
-                    if not started:
-                        await _send_error(send, exc, request_id)
-                    else:
-                        await send(
-                            {"type": "http.response.body", "body": _error_record(exc.body(), sse), "more_body": False}
-                        )
-                    return exc.status
-                progress[0] = loop.time()
-                if kind == P.CHUNK:
-                    if not started:
-                        await _start_stream(send, request_id, sse)
-                        started = True
-                    data = b"data: " + payload + b"\n\n" if sse else payload + b"\n"
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-                    continue
-                # END: 200 closes the stream; another status is an error before or during it
-                if status == 200:
-                    if not started:
-                        await _start_stream(send, request_id, sse)
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                elif not started:
-                    await _send_raw_error(send, status, payload, request_id, user_headers(tag))
-                else:
-                    await send({"type": "http.response.body", "body": _error_record(payload, sse), "more_body": False})
-                return status
-        finally:
-            if holder[0] is not None:
-                holder[0].cancel()
-            watcher.cancel()
-            if not call.finished:
-                self.pool.cancel(call, ClientDisconnected())
+                await send({"type": "http.response.body", "body": _error_record(payload, sse), "more_body": False})
+    except RequestError as exc:
+        if isinstance(exc, ClientDisconnected):
+            return exc.status
+        if not started:
+            await _send_error(send, exc, request_id)
+        else:
+            await send({"type": "http.response.body", "body": _error_record(exc.body(), sse), "more_body": False})
+        return exc.status
+    return status
 
 
 def _error_record(body: bytes, sse: bool) -> bytes:

@@ -46,7 +46,7 @@ RETRY_START_AFTER = 30.0  # seconds before a failed start is tried again by the 
 class Call:
     """One request waiting for its worker's reply: a future for a unary call, a chunk queue for a stream."""
 
-    __slots__ = ("rid", "job", "future", "_chunks", "_waiter", "finished")
+    __slots__ = ("rid", "job", "future", "_chunks", "_waiter")
 
     def __init__(self, rid: int, job: Job, stream: bool, loop: asyncio.AbstractEventLoop) -> None:
         self.rid = rid
@@ -54,23 +54,18 @@ class Call:
         self.future: asyncio.Future[tuple[int, bytes, bytes]] = loop.create_future()
         self._chunks: deque[tuple[int, int, bytes, bytes]] | None = deque() if stream else None
         self._waiter: asyncio.Future[None] | None = None
-        self.finished = False
 
     def deliver(self, kind: int, status: int, payload: bytes, tag: bytes = b"") -> None:
         """A reply arrived: (status, payload, tag) for a unary call, the next item of a stream."""
         if self._chunks is None:
-            self.finished = True
             if not self.future.done():
                 self.future.set_result((status, payload, tag))
             return
-        if kind != P.CHUNK:
-            self.finished = True
         self._chunks.append((kind, status, payload, tag))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def fail(self, exc: BaseException) -> None:
-        self.finished = True
         if not self.future.done():
             self.future.set_exception(exc)
             self.future.exception()  # mark retrieved: nobody may be awaiting it any more
@@ -113,7 +108,7 @@ class Pool:
         self.scheduler = Scheduler(api.max_batch_size, api.batch_timeout, max_queue_size)
         self.calls: dict[int, Call] = {}
         self._startup_timeout = startup_timeout
-        self._log_level = log_level
+        self.log_level = log_level  # read when workers start: LitServer.run(log_level=) sets it
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ctx: zmq.Context | None = None
@@ -175,7 +170,7 @@ class Pool:
             startup_timeout=self._startup_timeout,
             on_exit=self._on_worker_exit,
             on_restart=self.metrics.restarts.inc,
-            log_level=self._log_level,
+            log_level=self.log_level,
         )
         try:
             await self._supervisor.start()
