@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from apis import SquareAPI
-from conftest import wait_for
-from proc_util import Proc
+from support.poll import wait_for
+from support.servers import Proc
 
 import litserve as ls
 from litserve.config import SettingsArgs
@@ -69,6 +69,7 @@ SERVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # starts a LitServer in a subprocess
 @pytest.mark.parametrize("level", ["critical", "info"])
 def test_run_log_level_reaches_the_workers(tmp_path, level):
     """A predict that raises is logged by its worker at ERROR: shown at "info", not at "critical"."""
