@@ -28,6 +28,7 @@ class FaultAPI(ls.LitAPI):
     {"op": "http", "status": s}  -> HTTPException(s)
     {"op": "block", "path": p}   -> writes p + ".started" (its pid), blocks until p exists
     {"op": "exit"}               -> the worker process dies (os._exit)
+    {"op": "float", "value": s}  -> {"value": float(s)}: "nan" or "inf" make encode_response's output non-finite
     """
 
     def __init__(self, fail_path: str | None = None, starts_path: str | None = None, **kw) -> None:
@@ -59,6 +60,8 @@ class FaultAPI(ls.LitAPI):
             return {"released": path.exists(), "pid": os.getpid()}
         if op == "exit":
             os._exit(3)
+        if op == "float":
+            return {"value": float(x["value"])}
         value = x.get("value") if isinstance(x, dict) else x
         return {"value": value, "pid": os.getpid(), "request_id": ls.request_id()}
 

@@ -2,10 +2,15 @@
 
 pydantic-core does both directions: it is already a dependency, it is fast, and it serialises pydantic
 models, dataclasses and datetimes natively. Tensors and arrays go through ``tolist()``.
+
+JSON numbers are finite (RFC 8259): ``NaN``, ``Infinity`` and ``-Infinity`` are refused on the way in
+(400, like any invalid JSON) and on the way out (500 naming the problem, never invalid JSON on the
+wire). The check is a substring scan on the hot path; the strict parse runs only when a scan hits.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pydantic_core
@@ -22,14 +27,15 @@ class RequestDecoder:
 
     def __call__(self, body: bytes) -> Any:
         if self.model is not None:
+            reject_non_finite(body)  # pydantic's JSON parser accepts NaN/Infinity for a float field
             try:
                 return self.model.model_validate_json(body)
             except ValidationError as exc:
                 raise validation_error(exc) from None
         try:
-            return pydantic_core.from_json(body)
+            return pydantic_core.from_json(body, allow_inf_nan=False)
         except ValueError as exc:
-            raise BadRequest(f"Invalid JSON body: {exc}") from None
+            raise BadRequest(f"Invalid JSON body: {exc}{_hint(body)}") from None
 
 
 class ResponseEncoder:
@@ -39,12 +45,56 @@ class ResponseEncoder:
         self.model = model
 
     def __call__(self, value: Any) -> bytes:
-        if isinstance(value, BaseModel):
-            return value.__pydantic_serializer__.to_json(value)
         if self.model is not None and isinstance(value, dict):
             value = self.model.model_validate(value)
-            return value.__pydantic_serializer__.to_json(value)
-        return pydantic_core.to_json(value, fallback=_fallback)
+        if isinstance(value, BaseModel):
+            out = value.__pydantic_serializer__.to_json(value)
+            # pydantic writes a non-finite float as null: look closer only when a null is there at all
+            if b"null" in out and _has_non_finite(value.model_dump()):
+                raise NonFiniteNumber(_NON_FINITE_OUT)
+            return out
+        out = pydantic_core.to_json(value, fallback=_fallback)
+        if b"NaN" in out or b"Infinity" in out:  # as tokens they are not JSON; inside strings they are fine
+            try:
+                pydantic_core.from_json(out, allow_inf_nan=False)
+            except ValueError:
+                raise NonFiniteNumber(_NON_FINITE_OUT) from None
+        return out
+
+
+class NonFiniteNumber(ValueError):
+    """What ``encode_response`` returned holds NaN or ±Infinity, which JSON cannot carry (a 500)."""
+
+
+_NON_FINITE_OUT = (
+    "encode_response returned a non-finite number (NaN, Infinity or -Infinity), which is not valid JSON "
+    "(RFC 8259); replace it (e.g. with None) or check the model's output"
+)
+
+
+def reject_non_finite(body: bytes) -> None:
+    """BadRequest if ``body`` holds NaN/Infinity as a JSON number (a scan first; a parse only on a hit)."""
+    if b"NaN" in body or b"Infinity" in body:
+        try:
+            pydantic_core.from_json(body, allow_inf_nan=False)
+        except ValueError as exc:
+            raise BadRequest(f"Invalid JSON body: {exc}{_hint(body)}") from None
+
+
+def _hint(body: bytes) -> str:
+    if b"NaN" in body or b"Infinity" in body:
+        return " (NaN, Infinity and -Infinity are not JSON numbers)"
+    return ""
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def _fallback(value: Any) -> Any:

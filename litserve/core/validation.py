@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .codec import validation_error
+from .codec import reject_non_finite, validation_error
 
 
 def body_validator(model: type[BaseModel] | None) -> Callable[[bytes], None] | None:
@@ -22,6 +22,7 @@ def body_validator(model: type[BaseModel] | None) -> Callable[[bytes], None] | N
     validate = model.__pydantic_validator__.validate_json
 
     def check(body: bytes) -> None:
+        reject_non_finite(body)  # pydantic's JSON parser takes NaN/Infinity for a float; RFC 8259 does not
         try:
             validate(body)
         except ValidationError as exc:
