@@ -18,6 +18,9 @@ from .errors import (
 )
 from .loggers import Logger
 from .server import LitServer
+from .specs.base import LitSpec
+from .specs.openai import OpenAISpec
+from .specs.openai_embedding import OpenAIEmbeddingSpec
 
 __version__ = "0.1.0"
 
@@ -28,7 +31,10 @@ __all__ = (
     "LitApp",
     "LitServeError",
     "LitServer",
+    "LitSpec",
     "Logger",
+    "OpenAIEmbeddingSpec",
+    "OpenAISpec",
     "Request",
     "RequestError",
     "Response",

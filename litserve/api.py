@@ -25,6 +25,8 @@ class LitAPI:
         batch_timeout: seconds a batch waits, from its oldest request, for more requests to fill it.
         stream: ``predict`` and ``encode_response`` are generators; each chunk is sent as produced.
         max_concurrency: requests one worker runs at once when ``predict`` is ``async def``.
+        spec: serve the API as a well-known interface instead of ``/predict``: ``ls.OpenAISpec()``
+            (chat completions) or ``ls.OpenAIEmbeddingSpec()`` (embeddings); see docs/openai.md.
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class LitAPI:
         batch_timeout: float = 0.0,
         stream: bool = False,
         max_concurrency: int = 1,
+        spec: Any = None,
     ) -> None:
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ConfigurationError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
@@ -45,6 +48,7 @@ class LitAPI:
         self.batch_timeout = float(batch_timeout)
         self.stream = bool(stream)
         self.max_concurrency = max_concurrency
+        self.spec = spec
 
     # -- hooks ---------------------------------------------------------------------------------------
     def setup(self, device: str) -> None:

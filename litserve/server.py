@@ -28,7 +28,9 @@ logger = logging.getLogger("litserve")
 class LitServer:
     """Serve ``api`` over HTTP: ``create_app(api, **settings)`` run by uvicorn (see docs/settings.md)."""
 
-    def __init__(self, api: LitAPI, **settings: Unpack[SettingsArgs]) -> None:
+    def __init__(self, api: LitAPI, *, spec: Any = None, **settings: Unpack[SettingsArgs]) -> None:
+        if spec is not None:  # LitServe's spelling; the spec belongs to the API (LitAPI(spec=...))
+            api.spec = spec
         self.app: LitApp = create_app(api, **settings)
 
     def run(

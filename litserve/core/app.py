@@ -15,13 +15,14 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from typing_extensions import Unpack
 
 from ..api import LitAPI
 from ..config import Settings, SettingsArgs
 from ..devices import resolve_devices
 from ..errors import ConfigurationError, RequestError, Unauthorized
+from ..specs.exchange import SpecContext
 from .handler import PredictEndpoint, key_accepted
 from .metrics import Metrics
 from .pool import RUNNING, Pool
@@ -59,8 +60,14 @@ class LitApp(Starlette):
             stream=api.stream,
             auth=self._key is not None,
         )
+        spec = getattr(api, "spec", None)
+        if spec is None:
+            model_routes: list[BaseRoute] = [Route(settings.api_path, predict, methods=["POST"])]
+        else:  # the spec's routes (OpenAI's /v1/...) replace the predict route
+            ctx = SpecContext(self.pool, self.metrics, settings.timeout, settings.max_payload_size, settings.api_key)
+            model_routes = spec.routes(ctx)
         routes = [
-            Route(settings.api_path, predict, methods=["POST"]),
+            *model_routes,
             Route("/health", self._health_route, methods=["GET"]),
             Route("/ready", self._ready_route, methods=["GET"]),
             Route("/info", self._info_route, methods=["GET"]),
@@ -154,6 +161,9 @@ def create_app(api: LitAPI, **settings: Unpack[SettingsArgs]) -> LitApp:
     """
     if not isinstance(api, LitAPI):
         raise ConfigurationError(f"api must be a LitAPI instance, got {type(api).__name__}")
+    spec = getattr(api, "spec", None)
+    if spec is not None:
+        spec.bind(api)  # before check(): a spec supplies hooks and sets the API's mode
     api.check()
     return LitApp(api, Settings.build(**settings))
 

@@ -1,0 +1,280 @@
+"""``OpenAISpec``: serve a ``LitAPI`` as OpenAI's chat completions (``POST /v1/chat/completions``).
+
+What a user writes is LitServe's contract: ``predict`` is a generator; it receives the conversation
+as a list of message dicts (or, when ``decode_request`` is written, the validated
+``ChatCompletionRequest``) and yields strings or dicts (``role``, ``content``, ``tool_calls``,
+``prompt_tokens``/``completion_tokens``/``total_tokens``, optionally ``finish_reason``). Each
+request runs as one stream on a worker per choice (``n``); the app folds the chunks into a
+``chat.completion`` or forwards them as ``chat.completion.chunk`` Server-Sent Events ending with
+``data: [DONE]``. A client that leaves mid-stream cancels its calls: the worker closes the
+generator at its next chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pydantic_core
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..errors import ConfigurationError, RequestError
+from . import errors as E
+from . import sse
+from .assembly import Completion, to_message
+from .base import ASGIRoute, LitSpec
+from .chat_models import (
+    AudioContent,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionResponseChoice,
+    ChatCompletionStreamingChoice,
+    ChatMessage,
+    ChatMessageWithUsage,
+    ChoiceDelta,
+    Function,
+    FunctionCall,
+    ImageContent,
+    ImageContentURL,
+    ImageDetail,
+    InputAudio,
+    JSONSchema,
+    ModelList,
+    ResponseFormat,
+    ResponseFormatJSONObject,
+    ResponseFormatJSONSchema,
+    ResponseFormatText,
+    StreamOptions,
+    TextContent,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    UsageInfo,
+    completion_id,
+)
+from .exchange import Exchange, OpenAIError, SpecContext
+
+if TYPE_CHECKING:
+    from ..api import LitAPI
+
+logger = logging.getLogger("litserve")
+
+__all__ = [
+    "AudioContent",
+    "ChatCompletionChunk",
+    "ChatCompletionRequest",
+    "ChatCompletionResponse",
+    "ChatCompletionResponseChoice",
+    "ChatCompletionStreamingChoice",
+    "ChatMessage",
+    "ChatMessageWithUsage",
+    "ChoiceDelta",
+    "Function",
+    "FunctionCall",
+    "ImageContent",
+    "ImageContentURL",
+    "ImageDetail",
+    "InputAudio",
+    "JSONSchema",
+    "OpenAISpec",
+    "ResponseFormat",
+    "ResponseFormatJSONObject",
+    "ResponseFormatJSONSchema",
+    "ResponseFormatText",
+    "StreamOptions",
+    "TextContent",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
+    "UsageInfo",
+]
+
+_EXAMPLE = """
+    class MyLLM(ls.LitAPI):
+        def setup(self, device):
+            self.model = ...
+        def predict(self, messages):
+            for token in self.model.generate(messages):
+                yield token            # a string, or {"role": "assistant", "content": ...}
+
+    ls.LitServer(MyLLM(spec=ls.OpenAISpec()))"""
+
+
+class OpenAISpec(LitSpec):
+    """OpenAI's chat completions API for a LitAPI whose ``predict`` yields text.
+
+    Args:
+        model_name: the model id ``GET /v1/models`` lists and responses carry when a request names
+            none. When given, a request naming another model gets 404 ``model_not_found``; when not,
+            any name is accepted and echoed (the API's class name is listed).
+    """
+
+    stream = True
+
+    def __init__(self, model_name: str | None = None) -> None:
+        super().__init__()
+        self.model_name = model_name
+
+    # -- worker side (LitServe's hooks) ------------------------------------------------------------------
+    def check(self, api: LitAPI) -> None:
+        predict = api.predict
+        if not (inspect.isgeneratorfunction(predict) or inspect.isasyncgenfunction(predict)):
+            raise ConfigurationError(
+                "OpenAISpec needs predict() to be a generator: yield the text (or message dicts) instead "
+                "of returning it, e.g." + _EXAMPLE
+            )
+
+    def request_model(self) -> type[ChatCompletionRequest]:
+        return ChatCompletionRequest
+
+    def populate_context(self, context: dict[str, Any], request: Any) -> None:
+        if isinstance(request, ChatCompletionRequest):
+            context.update(request.context())
+
+    def decode_request(self, request: ChatCompletionRequest) -> list[dict[str, Any]]:
+        """The conversation as plain dicts: ``[{"role": "user", "content": "..."}, ...]``."""
+        return [m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in request.messages]
+
+    def encode_response(self, outputs: Any) -> Iterator[Any]:
+        """Each output as a message dict; in a batched stream, each step's list of outputs."""
+        if self.batched:
+            for step in outputs:
+                yield [None if out is None else to_message(out) for out in step]
+        else:
+            for out in outputs:
+                yield to_message(out)
+
+    def batch(self, inputs: list[Any]) -> list[Any]:
+        return list(inputs)
+
+    def unbatch(self, outputs: Any) -> Any:
+        return outputs
+
+    # -- app side ----------------------------------------------------------------------------------------
+    def served_model(self) -> str:
+        return self.model_name or (type(self.api).__name__ if self.api is not None else "litserve")
+
+    def routes(self, ctx: SpecContext) -> list[BaseRoute]:
+        async def chat(scope: Any, receive: Any, send: Any) -> None:
+            await self._chat(Exchange(ctx, scope, receive, send))
+
+        async def models(request: Request) -> Response:
+            body = ModelList(data=[{"id": self.served_model()}]).model_dump_json()  # type: ignore[list-item]
+            return Response(body, media_type="application/json")
+
+        async def preflight(request: Request) -> Response:
+            return Response(status_code=200)
+
+        return [
+            Route("/v1/chat/completions", ASGIRoute(chat), methods=["POST"]),
+            Route("/v1/chat/completions", preflight, methods=["OPTIONS"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ]
+
+    async def _chat(self, ex: Exchange) -> None:
+        try:
+            ex.authorise()
+            body = await ex.body()
+            if body is None:
+                ex.disconnected = True
+                return
+            request = self._validate(body)
+            n = request.n
+            # Each choice is one stream on a worker; it sees the request with n=1 (as in LitServe).
+            one = body if n == 1 else pydantic_core.to_json({**pydantic_core.from_json(body), "n": 1})
+            calls = await ex.submit([one] * n)
+            completion = Completion(completion_id(), request.model or self.served_model(), n)
+            if request.stream:
+                include_usage = bool(request.stream_options and request.stream_options.include_usage)
+                await _stream(ex, completion, calls, include_usage)
+            else:
+                await _unary(ex, completion, calls)
+        except OpenAIError as exc:
+            await _answer_error(ex, exc)
+        except RequestError as exc:  # timeout, disconnect, shutdown
+            if not ex.disconnected:
+                await _answer_error(ex, OpenAIError.from_request_error(exc))
+        finally:
+            ex.close()
+            ex.answered()
+
+    def _validate(self, body: bytes) -> ChatCompletionRequest:
+        try:
+            request = ChatCompletionRequest.model_validate_json(body)
+        except ValidationError as exc:
+            message, param = E.from_validation(exc)
+            raise OpenAIError(400, message, param=param) from None
+        if self.model_name and request.model and request.model != self.model_name:
+            raise OpenAIError(
+                404,
+                f"The model '{request.model}' does not exist; this server serves '{self.model_name}'",
+                param="model",
+                code="model_not_found",
+            )
+        return request
+
+
+async def _answer_error(ex: Exchange, exc: OpenAIError) -> None:
+    if ex.disconnected:
+        return
+    if not ex.started:
+        await ex.fail(exc)
+    else:  # mid-stream: one error event, then the end (no [DONE]); the client raises APIError
+        ex.status = exc.status
+        await ex.write(sse.event(exc.body), more=False)
+
+
+async def _unary(ex: Exchange, completion: Completion, calls: list[Any]) -> None:
+    async def fold(index: int, call: Any) -> None:
+        choice = completion.choices[index]
+        async for payload in ex.chunks(call):
+            choice.add(payload)
+
+    if len(calls) == 1:
+        await fold(0, calls[0])
+    else:
+        await asyncio.gather(*(fold(i, c) for i, c in enumerate(calls)))
+    await ex.reply(200, completion.response())
+
+
+async def _stream(ex: Exchange, completion: Completion, calls: list[Any], include_usage: bool) -> None:
+    """Forward each choice's chunks as they come; headers wait for the first chunk, so an error
+    before it (a bad request seen by decode_request, predict raising at once) keeps its status."""
+    queue: asyncio.Queue[tuple[int, bytes | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, call: Any) -> None:
+        try:
+            async for payload in ex.chunks(call):
+                queue.put_nowait((index, payload))
+            queue.put_nowait((index, None))
+        except BaseException as exc:  # noqa: B036 - handed to the writer, which re-raises it
+            queue.put_nowait((index, exc))
+
+    tasks = [asyncio.ensure_future(pump(i, c)) for i, c in enumerate(calls)]
+    try:
+        open_choices = len(calls)
+        while open_choices:
+            index, item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not ex.started:
+                await ex.start_stream(sse.HEADERS)
+            if item is None:
+                open_choices -= 1
+                await ex.write(sse.event(completion.finish_chunk(index)))
+                continue
+            delta = completion.choices[index].add(item)
+            if delta is not None:
+                await ex.write(sse.event(completion.chunk(index, delta)))
+        tail = sse.event(completion.usage_chunk()) + sse.DONE if include_usage else sse.DONE
+        await ex.write(tail, more=False)
+    finally:
+        for task in tasks:
+            task.cancel()
