@@ -15,17 +15,25 @@
         ├── RequestTimeout          504  the request's timeout passed before its response
         └── ClientDisconnected      499  the client left; nothing is sent (the status is for logs/metrics)
 
-User code raising ``starlette.exceptions.HTTPException`` (or FastAPI's subclass) keeps its status and
-detail; any other exception in user code becomes 500 with ``{"error": "<Type>: <message>"}``.
+Every error body is shaped as FastAPI shapes it, so clients written for FastAPI or LitServe read it
+unchanged: ``{"detail": "<message>"}``, and for 422 ``{"detail": [{"loc": ["body", "input"], "msg": ...,
+"type": ...}, ...]}``. This module is the one place that builds them (``error_body``,
+``validation_failed``, ``user_exception_reply``). The request id is in the ``X-Request-ID`` header.
+
+User code raising ``starlette.exceptions.HTTPException`` (or FastAPI's subclass) keeps its status,
+detail and headers; any other exception in user code becomes 500 with ``{"detail": "<Type>: <message>"}``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic_core
 
 from .core.protocol import MAX_TAG_BYTES  # extra headers travel in a reply's item tag
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class LitServeError(Exception):
@@ -104,8 +112,27 @@ class ClientDisconnected(RequestError):
 
 
 def error_body(detail: Any) -> bytes:
-    """The JSON body of every error response: ``{"error": detail}``."""
-    return pydantic_core.to_json({"error": detail}, fallback=str)
+    """The JSON body of every error response: ``{"detail": detail}``, as FastAPI writes it."""
+    return pydantic_core.to_json({"detail": detail}, fallback=str)
+
+
+def validation_failed(exc: ValidationError) -> RequestError:
+    """A body that failed its pydantic model: 400 when it is not JSON at all, else 422 naming each field.
+
+    Locations start with ``"body"``, as FastAPI's do (``["body", "input"]``).
+    """
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    if errors and errors[0].get("type") == "json_invalid":
+        return invalid_json(errors[0].get("msg", ""))
+    return ValidationFailed([{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors])
+
+
+def invalid_json(reason: object) -> BadRequest:
+    """400 for a body that is not JSON; ``reason`` is the parser's, without its own "Invalid JSON" prefix."""
+    text = str(reason)
+    for prefix in ("Invalid JSON: ", "invalid JSON: "):
+        text = text.removeprefix(prefix)
+    return BadRequest(f"the body is not valid JSON: {text}" if text else "the body is not valid JSON")
 
 
 def user_exception_reply(exc: BaseException) -> tuple[int, bytes, bytes]:
@@ -121,7 +148,8 @@ def user_exception_reply(exc: BaseException) -> tuple[int, bytes, bytes]:
         return status, error_body(getattr(exc, "detail", None) or str(exc)), tag
     if isinstance(exc, RequestError):
         return exc.status, exc.body(), b""
-    return 500, error_body(f"{type(exc).__name__}: {exc}"), b""
+    message = str(exc)
+    return 500, error_body(f"{type(exc).__name__}: {message}" if message else type(exc).__name__), b""
 
 
 def _is_http_exception(exc: BaseException) -> bool:

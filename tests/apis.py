@@ -57,7 +57,7 @@ class BehaviourAPI(ls.LitAPI):
 
     {"op": "echo", "value": ...}         -> {"value": ..., "pid": worker pid, "device": device}
     {"op": "raise"}                      -> ValueError in predict
-    {"op": "http", "status": 418}        -> HTTPException(418)
+    {"op": "http", "status": 418}        -> HTTPException(418) ("detail": ... sets its detail)
     {"op": "block", "path": p}           -> writes p + ".started", blocks until p exists
     {"op": "exit"}                       -> the worker process dies (os._exit)
     {"op": "bad_output"}                 -> encode_response returns something not serialisable
@@ -76,7 +76,9 @@ class BehaviourAPI(ls.LitAPI):
         if op == "raise":
             raise ValueError("the model refused this input")
         if op == "http":
-            raise HTTPException(status_code=x["status"], detail="custom detail", headers=x.get("headers"))
+            raise HTTPException(
+                status_code=x["status"], detail=x.get("detail", "custom detail"), headers=x.get("headers")
+            )
         if op == "block":
             path = Path(x["path"])
             Path(str(path) + ".started").write_text(str(os.getpid()))

@@ -6,7 +6,7 @@ import json
 
 import httpx
 import pytest
-from apis import BehaviourAPI, PydanticAPI, SquareAPI
+from apis import BehaviourAPI, PredictRequest, PydanticAPI, SquareAPI
 from support.servers import ThreadServer
 
 import litserve as ls
@@ -39,7 +39,7 @@ def test_seed_example_squares(square):
 def test_malformed_json_is_400(square):
     r = square.post("/predict", content=b'{"input": 4', headers={"content-type": "application/json"})
     assert r.status_code == 400
-    assert "Invalid JSON" in r.json()["error"]
+    assert "not valid JSON" in r.json()["detail"]
 
 
 def test_empty_body_is_400(square):
@@ -50,7 +50,7 @@ def test_empty_body_is_400(square):
 def test_user_exception_is_500_and_worker_lives(behaviour):
     r = behaviour.post("/predict", json={"op": "raise"})
     assert r.status_code == 500
-    assert r.json() == {"error": "ValueError: the model refused this input"}
+    assert r.json() == {"detail": "ValueError: the model refused this input"}
     for _ in range(4):
         assert behaviour.post("/predict", json={"op": "echo", "value": 1}).status_code == 200
 
@@ -58,7 +58,13 @@ def test_user_exception_is_500_and_worker_lives(behaviour):
 def test_http_exception_keeps_status_and_detail(behaviour):
     r = behaviour.post("/predict", json={"op": "http", "status": 418})
     assert r.status_code == 418
-    assert r.json() == {"error": "custom detail"}
+    assert r.json() == {"detail": "custom detail"}
+
+
+def test_http_exception_detail_may_be_any_json_value(behaviour):
+    detail = {"reason": "quota", "limits": [1, 2]}
+    r = behaviour.post("/predict", json={"op": "http", "status": 429, "detail": detail})
+    assert r.status_code == 429 and r.json() == {"detail": detail}
 
 
 def test_http_exception_headers_reach_the_client_except_framing_ones(behaviour):
@@ -71,7 +77,7 @@ def test_http_exception_headers_reach_the_client_except_framing_ones(behaviour):
         "X-Injected": "a\r\nSet-Cookie: evil=1",
     }
     r = behaviour.post("/predict", json={"op": "http", "status": 401, "headers": headers})
-    assert r.status_code == 401 and r.json() == {"error": "custom detail"}
+    assert r.status_code == 401 and r.json() == {"detail": "custom detail"}
     assert r.headers["www-authenticate"] == 'Bearer realm="model"'
     assert r.headers["retry-after"] == "7"
     assert r.headers["x-request-id"] != "spoofed"
@@ -82,13 +88,13 @@ def test_http_exception_headers_reach_the_client_except_framing_ones(behaviour):
 def test_unserialisable_output_is_500_with_reason(behaviour):
     r = behaviour.post("/predict", json={"op": "bad_output"})
     assert r.status_code == 500
-    assert "serialize" in r.json()["error"].lower() or "serialise" in r.json()["error"].lower()
+    assert "serialize" in r.json()["detail"].lower() or "serialise" in r.json()["detail"].lower()
 
 
 def test_body_too_large_is_413(behaviour):
     r = behaviour.post("/predict", json={"op": "echo", "value": "x" * 2000})
     assert r.status_code == 413
-    assert "limit" in r.json()["error"]
+    assert "limit" in r.json()["detail"]
 
 
 def test_chunked_body_too_large_is_413(behaviour):
@@ -146,16 +152,37 @@ def test_pydantic_valid_request(pydantic_server):
 def test_pydantic_schema_mismatch_is_422_naming_the_field(pydantic_server):
     r = pydantic_server.post("/predict", json={"input": "not a number"})
     assert r.status_code == 422
-    detail = r.json()["error"]
-    assert detail[0]["loc"] == ["input"]
+    detail = r.json()["detail"]
+    assert detail[0]["loc"] == ["body", "input"]
     r = pydantic_server.post("/predict", json={"other": 1})
     assert r.status_code == 422
-    assert r.json()["error"][0]["loc"] == ["input"] and r.json()["error"][0]["type"] == "missing"
+    assert r.json()["detail"][0]["loc"] == ["body", "input"] and r.json()["detail"][0]["type"] == "missing"
 
 
 def test_pydantic_malformed_json_is_400(pydantic_server):
     r = pydantic_server.post("/predict", content=b"{nope")
     assert r.status_code == 400
+    detail = r.json()["detail"]
+    assert detail.startswith("the body is not valid JSON: ") and detail.lower().count("json") == 1  # no repeats
+
+
+def test_422_bodies_are_the_ones_fastapi_writes(pydantic_server):
+    """The same model behind a FastAPI route: the same status and the same loc/msg/type per field."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    fastapi_app = FastAPI()
+
+    @fastapi_app.post("/predict")
+    def predict(body: PredictRequest) -> dict:
+        return {}
+
+    with TestClient(fastapi_app) as fastapi:
+        for payload in ({"input": "not a number"}, {"other": 1}, {}, {"input": [1]}):
+            theirs, ours = fastapi.post("/predict", json=payload), pydantic_server.post("/predict", json=payload)
+            assert ours.status_code == theirs.status_code == 422
+            expected = [{k: e[k] for k in ("loc", "msg", "type")} for e in theirs.json()["detail"]]
+            assert ours.json() == {"detail": expected}, payload
 
 
 def test_openapi_is_built_from_the_models(pydantic_server):
@@ -182,7 +209,7 @@ def test_api_key(monkeypatch):
     with ThreadServer(app) as server, httpx.Client(base_url=server.url) as client:
         assert client.post("/predict", json={"input": 2.0}).status_code == 401
         r = client.post("/predict", json={"input": 2.0}, headers={"X-API-Key": "wrong"})
-        assert r.status_code == 401 and "X-API-Key" in r.json()["error"]
+        assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
         r = client.post("/predict", json={"input": 2.0}, headers={"X-API-Key": "s3cret"})
         assert r.status_code == 200 and r.json() == {"output": 4.0}
         assert client.get("/health").status_code == 200

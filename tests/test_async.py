@@ -67,7 +67,7 @@ def test_concurrency_is_capped_at_max_concurrency(async_server):
 def test_async_exception_is_500_and_the_worker_lives(async_server):
     r = async_server.post("/predict", json={"op": "raise"})
     assert r.status_code == 500
-    assert r.json() == {"error": "ValueError: async model refused"}
+    assert r.json() == {"detail": "ValueError: async model refused"}
     name = tag()
     with ThreadPoolExecutor(2) as pool:
         ok = list(pool.map(lambda _: async_server.post("/predict", json={"barrier": name, "n": 2}), range(2)))
@@ -144,7 +144,10 @@ def test_async_streams_run_concurrently(async_stream_server):
 def test_async_generator_error_mid_stream(async_stream_server):
     r = async_stream_server.post("/predict", json={"op": "raise_after", "n": 3})
     assert r.status_code == 200
-    assert [json.loads(line) for line in r.text.splitlines()] == [{"i": 0}, {"error": "ValueError: async stream broke"}]
+    assert [json.loads(line) for line in r.text.splitlines()] == [
+        {"i": 0},
+        {"detail": "ValueError: async stream broke"},
+    ]
 
 
 def test_disconnect_mid_stream_cancels_the_async_generator(async_stream_server, tmp_path):

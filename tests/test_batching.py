@@ -125,7 +125,7 @@ def test_a_batch_never_exceeds_max_batch_size(batch_server, tmp_path):
 def test_exception_in_predict_fails_every_request_of_the_batch_and_the_worker_lives(batch_server, tmp_path):
     responses = run_as_one_batch(batch_server, [{"x": 40}, {"op": "raise", "tag": "bad"}, {"x": 41}], tmp_path)
     assert [r.status_code for r in responses] == [500, 500, 500]
-    assert all(r.json() == {"error": "ValueError: the model refused this batch"} for r in responses)
+    assert all(r.json() == {"detail": "ValueError: the model refused this batch"} for r in responses)
     assert batches_containing(batch_server.log, "bad")[-1] == [40, "bad", 41]
     pid = batch_server.get("/info").json()["workers"][0]["pid"]
     after = batch_server.post("/predict", json={"x": 9})
@@ -136,7 +136,7 @@ def test_unbatch_returning_the_wrong_count_is_500_with_a_clear_message(batch_ser
     responses = run_as_one_batch(batch_server, [{"x": 50}, {"op": "short", "tag": "short"}], tmp_path)
     assert [r.status_code for r in responses] == [500, 500]
     for r in responses:
-        assert r.json() == {"error": "RuntimeError: unbatch() returned 1 outputs for a batch of 2 requests"}
+        assert r.json() == {"detail": "RuntimeError: unbatch() returned 1 outputs for a batch of 2 requests"}
     assert batch_server.post("/predict", json={"x": 3}).json()["y"] == 9
 
 
@@ -179,7 +179,7 @@ def test_timed_out_or_disconnected_requests_are_never_batched(short_timeout_serv
         wait_for(lambda: _metric(client, "litserve_disconnects_total") > disconnects)
         r = timed_out.result(timeout=30)  # answered while the worker is still blocked
         assert r.status_code == 504
-        assert "did not complete within 1.0s" in r.json()["error"]
+        assert "did not complete within 1.0s" in r.json()["detail"]
         assert queued(client) == 0  # both were dropped from the queue
         blocker.release()
         blocker.wait()  # the blocker timed out too; its batch still ran to the end in the worker

@@ -87,7 +87,7 @@ def test_sigterm_drains_in_flight_then_stops_everything(start_server, tmp_path):
         assert not_ready_after < 1.0
         assert r.json() == {"status": "not ready", "reason": "draining"}
         refused = client.post("/predict", json={"op": "echo"})
-        assert refused.status_code == 503 and "draining" in refused.json()["error"]
+        assert refused.status_code == 503 and "draining" in refused.json()["detail"]
         assert refused.headers["retry-after"]
         assert client.get("/health").status_code == 200  # alive, just not taking work
         # Nothing in flight was cut short: the server waits for it.
@@ -133,7 +133,7 @@ def test_sigterm_with_a_request_past_the_grace_still_answers_and_stops(start_ser
     )
     [r] = results
     assert isinstance(r, httpx.Response), r  # a response, not a dropped connection
-    assert r.status_code == 503 and "shutting down" in r.json()["error"]
+    assert r.status_code == 503 and "shutting down" in r.json()["detail"]
     assert 1.0 <= answered < 3.0
     assert rc == 0 and stopped < 5.0
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=10)

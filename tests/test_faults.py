@@ -68,7 +68,7 @@ def test_request_on_a_killed_worker_gets_5xx_within_a_second_and_the_worker_is_r
     elapsed = result["at"] - killed_at
     print(f"\n[faults] 5xx {elapsed * 1000:.0f} ms after SIGKILL of the worker running the request")
     assert r.status_code == 503, r.text
-    assert "exited" in r.json()["error"]
+    assert "exited" in r.json()["detail"]
     assert r.headers["retry-after"]
     assert elapsed < 1.0
 
@@ -87,7 +87,7 @@ def test_worker_exiting_in_predict_answers_503_and_others_keep_serving(two_worke
     app, client = two_workers
     wait_for(lambda: all_ready(client, 2))
     r = client.post("/predict", json={"op": "exit"})
-    assert r.status_code == 503 and "exited" in r.json()["error"]
+    assert r.status_code == 503 and "exited" in r.json()["detail"]
     # While the replacement starts, the other worker answers every request.
     for i in range(10):
         r = client.post("/predict", json={"op": "echo", "value": i})
@@ -146,7 +146,7 @@ def test_sigkill_under_load_every_request_gets_its_own_terminal_response(two_wor
         if status == 200:
             assert got["value"] == value, "a response carried another request's body"  # type: ignore[index]
         else:
-            assert status == 503 and "exited" in got["error"], (status, got)  # type: ignore[index]
+            assert status == 503 and "exited" in got["detail"], (status, got)  # type: ignore[index]
     # Only what the dead worker held is lost: at most its capacity (the requests dispatched to it).
     assert len(errors) <= capacity
     # Back to full capacity: both workers ready and both serving, the new one included.

@@ -93,7 +93,7 @@ def test_full_queue_answers_503_with_retry_after_and_recovers(limited, tmp_path)
         r = client.post("/predict", json={"op": "echo"}, headers={"X-Request-ID": "over-the-top"})
         assert r.status_code == 503
         assert int(r.headers["retry-after"]) >= 1
-        assert "queue is full" in r.json()["error"]
+        assert "queue is full" in r.json()["detail"]
         assert r.headers["x-request-id"] == "over-the-top"
         assert status_count(client, 503) == before_503 + 1
         assert client.get("/ready").status_code == 200  # full is not unready: the worker is fine
@@ -132,7 +132,7 @@ def test_body_limit_from_content_length_boundary(limited):
     assert len(_body_of(1000)) == 1000
     assert client.post("/predict", content=_body_of(1000)).status_code == 200
     r = client.post("/predict", content=_body_of(1001))
-    assert r.status_code == 413 and "limit is 1000" in r.json()["error"]
+    assert r.status_code == 413 and "limit is 1000" in r.json()["detail"]
 
 
 def test_body_limit_counts_a_chunked_body_as_it_is_read(limited):
@@ -211,7 +211,7 @@ def test_request_id_generated_unique_and_on_every_error(limited):
     for r, status in cases:
         assert r.status_code == status
         assert r.headers["x-request-id"] == f"e-{status}"
-        assert "error" in r.json()
+        assert "detail" in r.json()
 
 
 # -- health, ready, info ------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_ready_turns_503_with_a_reason_when_draining_while_health_stays_200(tmp_
             assert r.status_code == 503 and r.json() == {"status": "not ready", "reason": "draining"}
             assert client.get("/health").status_code == 200
             r = client.post("/predict", json={"op": "echo"})
-            assert r.status_code == 503 and "draining" in r.json()["error"] and r.headers["retry-after"]
+            assert r.status_code == 503 and "draining" in r.json()["detail"] and r.headers["retry-after"]
         assert [r.status_code for r in responses] == [200]  # the one in flight still finished
 
 
@@ -295,7 +295,7 @@ def test_timeouts_are_counted(quick_timeout, tmp_path):
     gate = tmp_path / "gate"
     try:
         r = client.post("/predict", json={"op": "block", "path": str(gate)}, headers={"X-Request-ID": "slow-1"})
-        assert r.status_code == 504 and "0.3" in r.json()["error"] and r.headers["x-request-id"] == "slow-1"
+        assert r.status_code == 504 and "0.3" in r.json()["detail"] and r.headers["x-request-id"] == "slow-1"
         assert metric(client, "litserve_timeouts_total") == timeouts + 1
         assert status_count(client, 504) >= 1
         assert not app.pool.calls  # the app forgot it at once; the worker is told to drop it

@@ -233,10 +233,10 @@ def test_a_failed_lazy_start_says_why_and_is_tried_again(tmp_path, monkeypatch):
         with ThreadServer(host) as server, httpx.Client(base_url=server.url, timeout=30) as client:
             r = client.post("/model/predict", json={"op": "echo", "value": 1})
             assert r.status_code == 503
-            assert "setup refused: the fail file exists" in r.json()["error"]
+            assert "setup refused: the fail file exists" in r.json()["detail"]
             again = client.post("/model/predict", json={"op": "echo", "value": 1})
             assert again.status_code == 503 and int(again.headers["retry-after"]) > 1  # not retried yet
-            assert "setup refused" in again.json()["error"]
+            assert "setup refused" in again.json()["detail"]
             fail.unlink()
             monkeypatch.setattr(litserve.core.pool, "RETRY_START_AFTER", 0.0)
             ok = client.post("/model/predict", json={"op": "echo", "value": 2})

@@ -106,18 +106,18 @@ def test_http_exception_before_the_first_chunk_keeps_its_status(stream_server, a
     r = stream_server.post("/predict", json={"op": "http", "status": 418}, headers={"Accept": accept})
     assert r.status_code == 418
     assert r.headers["content-type"] == "application/json"
-    assert r.json() == {"error": "not a teapot today"}
+    assert r.json() == {"detail": "not a teapot today"}
 
 
 def test_exception_before_the_first_chunk_is_500(stream_server):
     r = stream_server.post("/predict", json={"op": "raise_before"})
     assert r.status_code == 500
-    assert r.json() == {"error": "ValueError: bad input, refused before streaming"}
+    assert r.json() == {"detail": "ValueError: bad input, refused before streaming"}
 
 
 def test_invalid_json_on_a_stream_route_is_400(stream_server):
     r = stream_server.post("/predict", content=b"{nope")
-    assert r.status_code == 400 and "Invalid JSON" in r.json()["error"]
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
 
 
 def test_error_mid_stream_ends_with_an_ndjson_error_record(stream_server):
@@ -125,7 +125,7 @@ def test_error_mid_stream_ends_with_an_ndjson_error_record(stream_server):
     r = stream_server.post("/predict", json={"op": "raise_after", "n": 3, "tag": t})
     assert r.status_code == 200  # already sent with the first chunk
     lines = [json.loads(line) for line in r.text.splitlines()]
-    assert lines == [{"i": 0}, {"i": 1}, {"error": "ValueError: model broke after 2 chunks"}]
+    assert lines == [{"i": 0}, {"i": 1}, {"detail": "ValueError: model broke after 2 chunks"}]
     assert events(stream_server.log, t)[-1] == {"closed": True}
     assert stream_server.post("/predict", json={"n": 1}).text == '{"i":0}\n'  # the worker lives on
 
@@ -136,7 +136,7 @@ def test_error_mid_stream_ends_with_an_sse_error_event(stream_server):
     records = parse_sse(r.text)
     assert records[0] == ("message", '{"i":0}')
     assert records[1][0] == "error"
-    assert json.loads(records[1][1]) == {"error": "ValueError: model broke after 1 chunks"}
+    assert json.loads(records[1][1]) == {"detail": "ValueError: model broke after 1 chunks"}
     assert len(records) == 2
 
 
@@ -175,7 +175,7 @@ def test_stall_before_the_first_chunk_is_504_and_the_generator_is_closed(stall_s
     r = stall_server.post("/predict", json={"op": "gated", "gate": str(gate), "n": 3, "tag": t})
     assert r.status_code == 504
     assert r.headers["content-type"] == "application/json"
-    assert r.json() == {"error": "the request did not complete within 1.0s"}
+    assert r.json() == {"detail": "the request did not complete within 1.0s"}
     (tmp_path / "gate.0").touch()
     wait_for(lambda: {"closed": True} in events(stall_server.log, t))
     assert {"chunk": 1} not in events(stall_server.log, t)
@@ -187,7 +187,7 @@ def test_stall_mid_stream_ends_with_an_error_record(stall_server, tmp_path):
     assert r.status_code == 200
     assert [json.loads(line) for line in r.text.splitlines()] == [
         {"i": 0},
-        {"error": "the request did not complete within 1.0s"},
+        {"detail": "the request did not complete within 1.0s"},
     ]
     (tmp_path / "gate.1").touch()
     wait_for(lambda: {"closed": True} in events(stall_server.log, t))

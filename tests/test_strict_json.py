@@ -41,14 +41,14 @@ def test_non_finite_numbers_in_a_body_are_400_in_the_worker(plain, token):
         "/predict", content=f'{{"op": "echo", "value": {token}}}', headers={"content-type": "application/json"}
     )
     assert r.status_code == 400, r.text
-    assert "Invalid JSON body" in r.json()["error"] and "not JSON numbers" in r.json()["error"]
+    assert "the body is not valid JSON" in r.json()["detail"] and "not JSON numbers" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("token", NON_FINITE)
 def test_non_finite_numbers_in_a_body_are_400_before_a_pydantic_model_sees_them(typed, token):
     r = typed.post("/predict", content=f'{{"input": {token}}}', headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text  # not 200 with {"output": null}
-    assert "not JSON numbers" in r.json()["error"]
+    assert "not JSON numbers" in r.json()["detail"]
 
 
 def test_the_words_inside_strings_are_ordinary_text(plain, typed):
@@ -62,7 +62,7 @@ def test_encode_response_producing_a_non_finite_number_is_a_500_that_says_so(pla
     r = plain.post("/predict", json={"op": "float", "value": value})
     assert r.status_code == 500
     body = json.loads(r.content)  # strict: the body on the wire is valid JSON
-    assert "non-finite number" in body["error"] and "encode_response" in body["error"]
+    assert "non-finite number" in body["detail"] and "encode_response" in body["detail"]
     assert plain.post("/predict", json={"op": "float", "value": "1.5"}).json() == {"value": 1.5}  # worker lives
 
 

@@ -90,7 +90,7 @@ def test_queued_and_running_requests_time_out_at_their_deadline(server, request)
         b_status, b_body, b_elapsed = waiting.result(timeout=10)
     try:
         assert (a_status, b_status) == (504, 504)
-        assert "did not complete within" in a_body["error"] and "did not complete within" in b_body["error"]
+        assert "did not complete within" in a_body["detail"] and "did not complete within" in b_body["detail"]
         assert TIMEOUT <= a_elapsed < TIMEOUT + SLACK, a_elapsed
         assert TIMEOUT <= b_elapsed < TIMEOUT + SLACK, b_elapsed
         requests = server.rids(P.REQUEST)

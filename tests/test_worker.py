@@ -120,8 +120,8 @@ def test_user_errors_become_replies_and_the_loop_lives_on(loop):
     loop.request(2, b"{not json")
     loop.request(3, {"value": "after"})
     got = loop.replies(3)
-    assert got[1][1] == 500 and json.loads(got[1][2]) == {"error": "ValueError: refused"}
-    assert got[2][1] == 400 and "Invalid JSON" in json.loads(got[2][2])["error"]
+    assert got[1][1] == 500 and json.loads(got[1][2]) == {"detail": "ValueError: refused"}
+    assert got[2][1] == 400 and "not valid JSON" in json.loads(got[2][2])["detail"]
     assert got[3] == (P.RESULT, 200, b'{"echo":"after"}')
     assert len(loop.api.calls) == 2  # the bad JSON never reached predict
 

@@ -16,7 +16,7 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BadRequest, ValidationFailed
+from ..errors import invalid_json, validation_failed
 
 
 class RequestDecoder:
@@ -31,11 +31,11 @@ class RequestDecoder:
             try:
                 return self.model.model_validate_json(body)
             except ValidationError as exc:
-                raise validation_error(exc) from None
+                raise validation_failed(exc) from None
         try:
             return pydantic_core.from_json(body, allow_inf_nan=False)
         except ValueError as exc:
-            raise BadRequest(f"Invalid JSON body: {exc}{_hint(body)}") from None
+            raise invalid_json(f"{exc}{_hint(body)}") from None
 
 
 class ResponseEncoder:
@@ -78,7 +78,7 @@ def reject_non_finite(body: bytes) -> None:
         try:
             pydantic_core.from_json(body, allow_inf_nan=False)
         except ValueError as exc:
-            raise BadRequest(f"Invalid JSON body: {exc}{_hint(body)}") from None
+            raise invalid_json(f"{exc}{_hint(body)}") from None
 
 
 def _hint(body: bytes) -> str:
@@ -102,12 +102,3 @@ def _fallback(value: Any) -> Any:
     if tolist is not None:
         return tolist()
     raise TypeError(f"cannot serialise a {type(value).__name__} to JSON; convert it in encode_response")
-
-
-def validation_error(exc: ValidationError) -> Exception:
-    """A 400 when the body is not JSON at all, else a 422 that names each failing field."""
-    errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    if errors and errors[0].get("type") == "json_invalid":
-        return BadRequest(f"Invalid JSON body: {errors[0].get('msg')}")
-    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
-    return ValidationFailed(detail)

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .codec import reject_non_finite, validation_error
+from ..errors import validation_failed
+from .codec import reject_non_finite
 
 
 def body_validator(model: type[BaseModel] | None) -> Callable[[bytes], None] | None:
@@ -26,7 +27,7 @@ def body_validator(model: type[BaseModel] | None) -> Callable[[bytes], None] | N
         try:
             validate(body)
         except ValidationError as exc:
-            raise validation_error(exc) from None
+            raise validation_failed(exc) from None
 
     return check
 
@@ -51,7 +52,7 @@ def openapi(
         defs[model.__name__] = schema
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
-    error = {"type": "object", "properties": {"error": {}}, "required": ["error"]}
+    error = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
     err = {"content": {"application/json": {"schema": error}}}
     media = "application/x-ndjson" if stream else "application/json"
     operation: dict[str, Any] = {
