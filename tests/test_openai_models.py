@@ -129,10 +129,10 @@ def test_error_object_has_openais_four_fields(status, kind):
 
 
 def test_litserve_error_bodies_are_reshaped_and_openai_ones_kept():
-    assert json.loads(E.from_litserve_body(500, b'{"error": "ValueError: boom"}'))["error"]["message"] == (
+    assert json.loads(E.from_litserve_body(500, b'{"detail": "ValueError: boom"}'))["error"]["message"] == (
         "ValueError: boom"
     )
-    reshaped = json.loads(E.from_litserve_body(422, b'{"error": [{"loc": ["messages", 0], "msg": "bad"}]}'))
+    reshaped = json.loads(E.from_litserve_body(422, b'{"detail": [{"loc": ["body", "messages", 0], "msg": "bad"}]}'))
     assert reshaped["error"]["param"] == "messages.0" and reshaped["error"]["type"] == "invalid_request_error"
     own = E.error_json(404, "gone", code="model_not_found")
     assert E.from_litserve_body(404, own) == own

@@ -60,7 +60,7 @@ def _is_union_tag(part: str) -> bool:
 
 
 def from_litserve_body(status: int, body: bytes) -> bytes:
-    """Re-shape a litserve error body (``{"error": detail}``) from the pool or a worker as OpenAI's object.
+    """Re-shape a litserve error body (``{"detail": detail}``) from the pool or a worker as OpenAI's object.
 
     A body that already is OpenAI's object (the spec's own code raised it) is kept as it is.
     """
@@ -68,12 +68,14 @@ def from_litserve_body(status: int, body: bytes) -> bytes:
         value = pydantic_core.from_json(body) if body else None
     except ValueError:
         value = None
-    detail = value.get("error") if isinstance(value, dict) else None
-    if isinstance(detail, dict) and "message" in detail and "type" in detail:
+    own = value.get("error") if isinstance(value, dict) else None
+    if isinstance(own, dict) and "message" in own and "type" in own:
         return body
+    detail = value.get("detail") if isinstance(value, dict) else None
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):  # a 422 list from the codec
         first = detail[0]
-        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        loc = list(first.get("loc", ()))
+        param = ".".join(str(p) for p in (loc[1:] if loc[:1] == ["body"] else loc)) or None
         return error_json(400, f"Invalid request: {first.get('msg', 'invalid value')}", param=param)
     message = detail if isinstance(detail, str) else (pydantic_core.to_json(detail).decode() if detail else "")
     return error_json(status, message or default_message(status))
