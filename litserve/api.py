@@ -117,23 +117,25 @@ class LitAPI:
 
     def check(self) -> None:
         """Refuse, at app creation, combinations that cannot work, with a message saying why."""
-        if type(self).predict is LitAPI.predict:
-            raise ConfigurationError(f"{type(self).__name__} must implement predict()")
         for name in ("max_batch_size", "batch_timeout", "stream", "max_concurrency"):
             if not hasattr(self, name):
                 raise ConfigurationError(
                     f"{type(self).__name__}.__init__ must call super().__init__() (missing {name!r})"
                 )
+        if callable(getattr(self, "step", None)):  # continuous batching: join/step/leave instead of predict
+            from .core.stepper import check_stepwise
+
+            if not (self.stream and self.max_batch_size > 1):
+                raise ConfigurationError("an API with step() needs stream=True and max_batch_size > 1")
+            check_stepwise(self)
+            return
+        if type(self).predict is LitAPI.predict:
+            raise ConfigurationError(f"{type(self).__name__} must implement predict()")
         gen = inspect.isgeneratorfunction(self.predict) or inspect.isasyncgenfunction(self.predict)
         if self.stream and not gen:
             raise ConfigurationError("stream=True needs predict() to be a generator (use yield)")
         if gen and not self.stream:
             raise ConfigurationError("predict() is a generator: pass stream=True to the LitAPI constructor")
-        if self.stream and self.max_batch_size > 1:
-            raise ConfigurationError(
-                "stream=True with max_batch_size > 1 is not supported: each stream runs on its own; "
-                "use workers_per_device or max_concurrency (async predict) for parallel streams"
-            )
         if self.max_concurrency > 1 and not self.is_async:
             raise ConfigurationError("max_concurrency > 1 needs an async predict (async def)")
 

@@ -214,9 +214,6 @@ def test_timeout_is_per_chunk_not_per_stream(stall_server, tmp_path):
 
 
 # -- configuration ----------------------------------------------------------------------------------------
-def test_stream_with_batching_is_refused_at_create_app():
-    api = StreamAPI(max_batch_size=4)
-    with pytest.raises(ls.ConfigurationError, match="stream=True with max_batch_size > 1 is not supported"):
-        ls.create_app(api, accelerator="cpu")
+def test_a_batched_stream_needs_a_generator_predict():  # batched streaming itself: test_batched_streaming.py
     with pytest.raises(ls.ConfigurationError, match="generator"):
         ls.create_app(BatchAPI(stream=True), accelerator="cpu")

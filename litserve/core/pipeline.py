@@ -134,6 +134,66 @@ class Pipeline:
             reset_request_ids(token)
         return (rid, 200, b"")
 
+    def stream_batch(self, items: list[P.Item], emit: Callable[[int, bytes], Any]) -> Steps[list[P.Reply]]:
+        """A batch of streaming requests (``stream=True`` with ``max_batch_size > 1``), as LitServe runs it.
+
+        ``predict`` receives the batch and yields one list per step, one item per request in batch
+        order (``None``: nothing for that request this step); ``unbatch`` (default: each step as a list)
+        and ``encode_response`` (a generator over the steps) see the steps in turn. A request whose
+        ``emit`` reports it cancelled drops out: it gets no more chunks, and when none is left the
+        generators are closed. Returns one terminal END reply per item.
+        """
+        api = self.api
+        replies: list[P.Reply] = []
+        inputs, ok = [], []
+        for it in items:  # decode each
+            token = set_request_ids((_id(it),))
+            try:
+                inputs.append((yield api.decode_request, (self.decode_body(it.payload),)))
+                ok.append(it)
+            except Exception as exc:
+                _log_user_error(exc, [it], "decode_request")
+                replies.append((it.rid, *user_exception_reply(exc)))
+            finally:
+                reset_request_ids(token)
+        if not ok:
+            return replies
+        live = {it.rid for it in ok}
+        token = set_request_ids(tuple(_id(it) for it in ok))
+        outputs = steps = chunks = None
+        try:
+            batch = yield api.batch, (inputs,)
+            outputs = yield api.predict, (batch,)
+            steps = (yield api.unbatch, (outputs,)) if _overridden(api, "unbatch") else _each_as_list(outputs)
+            chunks = yield api.encode_response, (steps,)
+            step = _anext if hasattr(chunks, "__aiter__") else _next
+            while live:
+                values = yield step, (chunks,)
+                if values is _END:
+                    break
+                if not isinstance(values, (list, tuple)):
+                    raise TypeError(
+                        "in a batched stream each step must be a list with one item per request, "
+                        f"got {type(values).__name__}"
+                    )
+                for it, value in zip(ok, values, strict=False):  # a short step: nothing for the rest
+                    if value is not None and it.rid in live and (yield emit, (it.rid, self.encode_value(value))):
+                        live.discard(it.rid)
+                        replies.append((it.rid, CANCELLED, b""))
+        except Exception as exc:
+            _log_user_error(exc, ok, "stream")
+            reply = user_exception_reply(exc)
+            return replies + [(it.rid, *reply) for it in ok if it.rid in live]
+        finally:
+            for gen in (chunks, steps, outputs):
+                if gen is not None:
+                    try:
+                        yield _close, (gen,)
+                    except Exception:
+                        logger.warning("closing a batched stream raised", exc_info=True)
+            reset_request_ids(token)
+        return replies + [(it.rid, 200, b"") for it in ok if it.rid in live]
+
 
 # -- drivers ------------------------------------------------------------------------------------------
 def run_sync(steps: Steps[T]) -> T:
@@ -182,6 +242,23 @@ async def _anext(chunks: Any) -> Any:
         return await chunks.__anext__()
     except StopAsyncIteration:
         return _END
+
+
+def _overridden(api: LitAPI, name: str) -> bool:
+    """The user (or a spec, on the instance) wrote this hook; LitAPI's default does not apply."""
+    return name in vars(api) or getattr(type(api), name) is not getattr(LitAPI, name)
+
+
+def _each_as_list(outputs: Any) -> Any:
+    """The default ``unbatch`` of a batched stream: each step of ``predict`` as a list."""
+    if hasattr(outputs, "__aiter__"):
+
+        async def agen() -> Any:
+            async for out in outputs:
+                yield list(out)
+
+        return agen()
+    return (list(out) for out in outputs)
 
 
 def _close(gen: Any) -> Any:

@@ -32,6 +32,7 @@ from ..errors import RequestError, ServiceUnavailable, WorkerDied
 from . import protocol as P
 from .metrics import Metrics
 from .scheduler import Job, Scheduler
+from .stepper import stepwise
 from .supervisor import READY, Supervisor, WorkerHandle
 
 logger = logging.getLogger("litserve")
@@ -105,7 +106,9 @@ class Pool:
         self.devices = devices
         self.metrics = metrics
         self.state = NEW
-        self.scheduler = Scheduler(api.max_batch_size, api.batch_timeout, max_queue_size)
+        # A continuous-batching worker takes requests one by one into its running batch.
+        batch_size = 1 if stepwise(api) else api.max_batch_size
+        self.scheduler = Scheduler(batch_size, api.batch_timeout, max_queue_size)
         self.calls: dict[int, Call] = {}
         self._startup_timeout = startup_timeout
         self.log_level = log_level  # read when workers start: LitServer.run(log_level=) sets it

@@ -34,6 +34,7 @@ from ..api import LitAPI
 from . import protocol as P
 from .pipeline import CANCELLED, Pipeline, run_async, run_sync
 from .protocol import SOCKET_DIR_PREFIX
+from .stepper import StepRunner, stepwise
 
 logger = logging.getLogger("litserve.worker")
 
@@ -82,11 +83,16 @@ def main(spec: WorkerSpec) -> None:
         sock.close(linger=2000)
         ctx.term()
         sys.exit(1)
-    capacity = api.max_concurrency if api.is_async else SyncRunner.capacity(api)
+    if stepwise(api):  # continuous batching: holds up to max_batch_size streams, all generating
+        capacity = api.max_batch_size
+    else:
+        capacity = api.max_concurrency if api.is_async else SyncRunner.capacity(api)
     facts = {"pid": os.getpid(), "device": spec.device}
     sock.send_multipart(P.encode(P.READY, [(0, capacity, json.dumps(facts).encode())]))
     try:
-        if api.is_async:
+        if stepwise(api):
+            StepRunner(api, sock).run()
+        elif api.is_async:
             asyncio.run(AsyncRunner(api, sock).run())
         else:
             SyncRunner(api, sock).run()
@@ -219,7 +225,10 @@ class SyncRunner:
             if pipeline.api.stream:
                 self._reply(replies)
                 replies = []
-                self._send(P.END, [run_sync(pipeline.stream(live[0], self._emit))])
+                if pipeline.batched:  # one generator for the batch, one chunk per request per step
+                    self._send(P.END, run_sync(pipeline.stream_batch(live, self._emit)))
+                else:
+                    self._send(P.END, [run_sync(pipeline.stream(live[0], self._emit))])
             elif pipeline.batched:
                 replies.extend(run_sync(pipeline.unary(live)))
             else:  # one request per predict call, even if a message grouped several
@@ -285,7 +294,9 @@ class AsyncRunner:
         rids = [it.rid for it in items]
         pipeline = self.pipeline
         try:
-            if pipeline.api.stream:
+            if pipeline.api.stream and pipeline.batched:
+                await self._send(P.END, await run_async(pipeline.stream_batch(items, self._emit)))
+            elif pipeline.api.stream:
                 await self._send(P.END, [await run_async(pipeline.stream(items[0], self._emit))])
             else:
                 await self._send(P.RESULT, await run_async(pipeline.unary(items)))

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..core.stepper import stepwise
 from ..errors import ConfigurationError, RequestError
 from . import errors as E
 from . import sse
@@ -124,6 +125,8 @@ class OpenAISpec(LitSpec):
 
     # -- worker side (LitServe's hooks) ------------------------------------------------------------------
     def check(self, api: LitAPI) -> None:
+        if stepwise(api):
+            return  # continuous batching: join/step instead of a generator predict
         predict = api.predict
         if not (inspect.isgeneratorfunction(predict) or inspect.isasyncgenfunction(predict)):
             raise ConfigurationError(
@@ -144,7 +147,7 @@ class OpenAISpec(LitSpec):
 
     def encode_response(self, outputs: Any) -> Iterator[Any]:
         """Each output as a message dict; in a batched stream, each step's list of outputs."""
-        if self.batched:
+        if self.batched and not stepwise(self.api):  # type: ignore[arg-type]
             for step in outputs:
                 yield [None if out is None else to_message(out) for out in step]
         else:
