@@ -2,25 +2,24 @@
 
 On SIGTERM/SIGINT it drains: ``/ready`` and the model route answer 503 at once, requests in flight get
 up to ``shutdown_grace`` seconds to finish, then uvicorn stops and the lifespan stops the workers. A
-second signal skips the wait.
+second signal skips the wait. The drain lives in the app (``core/drain.py``), so ``uvicorn mod:app``,
+gunicorn and ``litserve serve`` drain the same way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
 import textwrap
 from typing import Any
 
-import uvicorn
 from typing_extensions import Unpack
 
 from .api import LitAPI
 from .config import SettingsArgs
 from .core.app import LitApp, create_app
-from .errors import ServiceUnavailable
+from .core.runner import run_uvicorn
 
 logger = logging.getLogger("litserve")
 
@@ -48,71 +47,11 @@ class LitServer:
         """
         app = self.app
         app.set_log_level(log_level)
-        _configure_logging(app.settings.log_level)
         if generate_client_file:
             write_client_file(host, port, app.settings.api_path, _sample_request(app.api))
-        uvicorn_options.setdefault("timeout_graceful_shutdown", app.settings.shutdown_grace + 5)
-        config = uvicorn.Config(app, host=host, port=port, log_level=app.settings.log_level, **uvicorn_options)
-        server = _DrainingServer(config, app)
-        server.run()
-        if server.startup_failed:
-            sys.exit(3)
-
-
-class _DrainingServer(uvicorn.Server):
-    """uvicorn's server, with a drain before its shutdown."""
-
-    def __init__(self, config: uvicorn.Config, app: LitApp) -> None:
-        super().__init__(config)
-        self.lit_app = app
-        self._drain_requested = False
-        self._drain_task: asyncio.Task[None] | None = None
-        self.startup_failed = False
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        if self.should_exit and not self.started:
-            self.startup_failed = True
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        if self._drain_requested or not self.started:
-            super().handle_exit(sig, frame)  # a second signal, or nothing to drain yet: stop now
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            super().handle_exit(sig, frame)
-            return
-        self._drain_requested = True  # at once, so a second signal stops without waiting
-        loop.call_soon_threadsafe(self._begin_drain)
-
-    def _begin_drain(self) -> None:
-        logger.info(
-            "draining: refusing new requests, waiting up to %ss for those in flight",
-            self.lit_app.settings.shutdown_grace,
-        )
-        self.lit_app.drain()
-        self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
-
-    async def _drain_then_exit(self) -> None:
-        pool = self.lit_app.pool
-        if not await pool.wait_idle(self.lit_app.settings.shutdown_grace):
-            # Past the grace: answer what is left with 503 now. Left waiting, uvicorn would hold those
-            # connections for its own graceful timeout and then drop them with a 500.
-            logger.warning("%d request(s) still running after shutdown_grace; answering them 503", len(pool.calls))
-            for call in list(pool.calls.values()):
-                pool.cancel(call, ServiceUnavailable("the server is shutting down"))
-        self.should_exit = True
-
-
-def _configure_logging(level: int) -> None:
-    lit = logging.getLogger("litserve")
-    if not lit.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     litserve: %(message)s"))
-        lit.addHandler(handler)
-        lit.propagate = False
-    lit.setLevel(level)
+        status = run_uvicorn(app, host, port, log_level=app.settings.log_level, **uvicorn_options)
+        if status:
+            sys.exit(status)
 
 
 def _sample_request(api: LitAPI) -> Any:

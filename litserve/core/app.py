@@ -23,6 +23,7 @@ from ..config import Settings, SettingsArgs
 from ..devices import resolve_devices
 from ..errors import ConfigurationError, RequestError, Unauthorized
 from ..specs.exchange import SpecContext
+from .drain import SignalDrain
 from .handler import PredictEndpoint, key_accepted
 from .metrics import Metrics
 from .pool import RUNNING, Pool
@@ -87,11 +88,18 @@ class LitApp(Starlette):
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[LitApp]:
-        """``async with model_app.running():`` in a host app's lifespan starts and stops the workers."""
+        """``async with model_app.running():`` in a host app's lifespan starts and stops the workers.
+
+        Meanwhile SIGTERM/SIGINT drain before the host server stops, whichever server it is
+        (``core/drain.py``); the app's own lifespan runs this too.
+        """
         await self.start()
+        drain = SignalDrain(self)
+        drain.install()
         try:
             yield self
         finally:
+            drain.uninstall()
             await self.stop()
 
     def drain(self) -> None:

@@ -67,18 +67,29 @@ class Metrics:
         self.workers_ready = Gauge(
             "litserve_workers_ready", "Workers ready to serve.", registry=reg, multiprocess_mode="livesum"
         )
+        self.capacity = Gauge(
+            "litserve_capacity",
+            "Requests the ready workers can run at once: the denominator of utilisation for autoscaling.",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
         self._route = route
         self._by_status: dict[int, Counter] = {}
 
     def bind(
-        self, queue_depth: Callable[[], float], in_flight: Callable[[], float], ready: Callable[[], float]
+        self,
+        queue_depth: Callable[[], float],
+        in_flight: Callable[[], float],
+        ready: Callable[[], float],
+        capacity: Callable[[], float] = lambda: 0.0,
     ) -> None:
         """Read these gauges from live state at scrape time (single-process mode)."""
         if not self.multiprocess:
             self.queue_depth.set_function(queue_depth)
             self.in_flight.set_function(in_flight)
             self.workers_ready.set_function(ready)
-        self._live = (queue_depth, in_flight, ready)
+            self.capacity.set_function(capacity)
+        self._live = (queue_depth, in_flight, ready, capacity)
 
     def answered(self, status: int, seconds: float) -> None:
         counter = self._by_status.get(status)
@@ -92,10 +103,11 @@ class Metrics:
         if self.multiprocess:
             from prometheus_client import multiprocess
 
-            q, f, r = self._live
+            q, f, r, c = self._live
             self.queue_depth.set(q())
             self.in_flight.set(f())
             self.workers_ready.set(r())
+            self.capacity.set(c())
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -126,7 +126,9 @@ class Pool:
         self._idle: asyncio.Event | None = None
         self.started_error: BaseException | None = None
         self._failed_at: float | None = None
-        metrics.bind(lambda: self.scheduler.queued, lambda: len(self.calls), lambda: self.ready_workers)
+        metrics.bind(
+            lambda: self.scheduler.queued, lambda: len(self.calls), lambda: self.ready_workers, lambda: self.capacity
+        )
 
     # -- life -----------------------------------------------------------------------------------------
     async def ensure_started(self) -> None:
@@ -428,6 +430,17 @@ class Pool:
     @property
     def ready_workers(self) -> int:
         return self._supervisor.ready_count if self._supervisor is not None else 0
+
+    @property
+    def capacity(self) -> int:
+        """Requests the ready workers can run at once (not what they can hold: prefetch is not counted).
+
+        A sync worker runs one batch at a time; an async one runs ``max_concurrency`` batches.
+        """
+        if self._supervisor is None:
+            return 0
+        per_worker = (self.api.max_concurrency if self.api.is_async else 1) * self.api.max_batch_size
+        return per_worker * self._supervisor.ready_count
 
     def workers_info(self) -> list[dict[str, Any]]:
         if self._supervisor is None:

@@ -18,6 +18,7 @@ from multiprocessing.process import BaseProcess
 
 from ..api import LitAPI
 from ..errors import WorkerStartupError
+from .spawn import start_child
 from .worker import WorkerSpec, main
 
 logger = logging.getLogger("litserve")
@@ -124,7 +125,7 @@ class Supervisor:
         identity = f"w{slot}-".encode() + secrets.token_hex(8).encode()
         spec = WorkerSpec(self.api, self.address, identity, device, f"worker-{slot}", self._log_level)
         process = self._ctx.Process(target=main, args=(spec,), name=f"litserve-worker-{slot}", daemon=False)
-        process.start()
+        start_child(process)  # not process.start(): that refuses in a daemonic process (hypercorn's workers)
         handle = WorkerHandle(slot, device, identity, process)
         self.workers[slot] = handle
         self._by_identity[identity] = handle

@@ -1,0 +1,142 @@
+"""The drain on SIGTERM/SIGINT, the same whichever server runs the app.
+
+A load balancer must see ``/ready`` turn 503 *before* the listener closes, or a rolling update drops
+the requests it still routes. uvicorn, gunicorn's uvicorn worker, ``uvicorn --workers`` and
+``LitServer.run`` all stop by a signal handler that closes the listener at once. So the app's
+lifespan (and ``LitApp.running()``) puts its own handler in front of whatever handler the host server
+installed:
+
+1. the first SIGTERM/SIGINT drains: ``/ready`` and the model route answer 503 (with Retry-After)
+   at once, requests in flight get up to ``shutdown_grace`` seconds to finish, and what is still
+   running after that is answered 503 (left waiting, the host server would hold those connections for
+   its own graceful timeout and then drop them);
+2. then the host server's own handler runs with that signal, and it stops as it always does;
+3. a second signal skips the wait: the host's handler runs at once.
+
+Both kinds of host handler are chained: one set with ``signal.signal`` (uvicorn, gunicorn, twisted)
+and one set with ``loop.add_signal_handler`` (asyncio servers). The drain is installed only on the
+main thread, and only in front of a handler that stops the host (a Python callable); with the default
+disposition or none (a server that stops its processes some other way, like hypercorn's worker
+processes) nothing is changed, and the lifespan's stop still lets in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from .app import LitApp
+
+logger = logging.getLogger("litserve")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+# Seconds a stop takes beyond ``shutdown_grace``: the host server closing its connections, the
+# lifespan stopping the pool, idle workers exiting on STOP. Kubernetes' terminationGracePeriodSeconds
+# must be at least preStop + shutdown_grace + this (deploy/k8s and its test hold to it).
+SHUTDOWN_MARGIN = 10.0
+
+
+def shutdown_budget(shutdown_grace: float) -> float:
+    """Seconds from SIGTERM to the process's exit, at most, when every worker obeys STOP."""
+    return shutdown_grace + SHUTDOWN_MARGIN
+
+
+class SignalDrain:
+    """Drain ``app`` on the first SIGTERM/SIGINT, then hand the signal to the host server's handler."""
+
+    def __init__(self, app: LitApp) -> None:
+        self.app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: dict[int, Any] = {}  # sig -> the handler we stand in front of
+        self._loop_handles: dict[int, asyncio.Handle] = {}  # sig -> an asyncio handler we stand in front of
+        self._draining = False
+        self._handed_over = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._previous or self._loop_handles)
+
+    def install(self) -> bool:
+        """Stand in front of the host's SIGTERM/SIGINT handlers; False when there is none to chain."""
+        if threading.current_thread() is not threading.main_thread():
+            return False  # signal handlers can only be set from the main thread
+        self._loop = loop = asyncio.get_running_loop()
+        asyncio_handlers: dict[int, asyncio.Handle] = getattr(loop, "_signal_handlers", None) or {}
+        for sig in SIGNALS:
+            handle = asyncio_handlers.get(sig)
+            if handle is not None:
+                # An asyncio server's handler: replace it with ours on the loop, keep it to chain to.
+                self._loop_handles[sig] = handle
+                loop.add_signal_handler(sig, self._on_signal, sig, None)
+                continue
+            current = signal.getsignal(sig)
+            if callable(current) and current is not signal.default_int_handler:
+                self._previous[sig] = current
+                signal.signal(sig, self._on_signal)
+        if self.installed:
+            names = [signal.Signals(s).name for s in (*self._previous, *self._loop_handles)]
+            logger.debug("drain on %s installed", names)
+        return self.installed
+
+    def uninstall(self) -> None:
+        """Give the host its handlers back (where ours is still the one installed)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, previous in self._previous.items():
+            if signal.getsignal(sig) == self._on_signal:
+                signal.signal(sig, previous)
+        self._previous.clear()
+        loop = self._loop
+        for sig, handle in self._loop_handles.items():
+            current = getattr(loop, "_signal_handlers", {}).get(sig)
+            if loop is not None and current is not None and current._callback == self._on_signal:  # type: ignore[attr-defined]
+                loop.add_signal_handler(sig, handle._callback, *handle._args)  # type: ignore[attr-defined]
+        self._loop_handles.clear()
+
+    # -- the signal -----------------------------------------------------------------------------------
+    def _on_signal(self, sig: int, frame: Any) -> None:
+        if self._draining:
+            self._hand_over(sig, frame)  # a second signal: stop now
+            return
+        self._draining = True
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._begin, sig, frame)
+
+    def _begin(self, sig: int, frame: Any) -> None:
+        if self._handed_over:
+            return
+        grace = self.app.settings.shutdown_grace
+        logger.info("draining: refusing new requests, waiting up to %ss for those in flight", grace)
+        self.app.drain()
+        self._task = asyncio.get_running_loop().create_task(self._drain_then_hand_over(sig, frame))
+
+    async def _drain_then_hand_over(self, sig: int, frame: Any) -> None:
+        pool = self.app.pool
+        if not await pool.wait_idle(self.app.settings.shutdown_grace):
+            logger.warning("%d request(s) still running after shutdown_grace; answering them 503", len(pool.calls))
+            for call in list(pool.calls.values()):
+                pool.cancel(call, ServiceUnavailable("the server is shutting down"))
+        if not self._handed_over:
+            self._hand_over(sig, frame)
+
+    def _hand_over(self, sig: int, frame: Any) -> None:
+        """Run the host's handler for ``sig`` (or, if we only stand in front of the other signal's, that one)."""
+        self._handed_over = True
+        previous: Callable[..., Any] | None = self._previous.get(sig)
+        if previous is None and self._previous:
+            previous = next(iter(self._previous.values()))
+        if previous is not None:
+            previous(sig, frame)
+            return
+        handle = self._loop_handles.get(sig) or next(iter(self._loop_handles.values()), None)
+        if handle is not None:
+            handle._run()

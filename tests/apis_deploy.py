@@ -1,0 +1,26 @@
+"""The app module the launcher tests serve: ``litserve serve apis_deploy:api``, ``uvicorn apis_deploy:app``,
+gunicorn, hypercorn, granian, daphne. Creating the app spawns nothing; workers start in its lifespan."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import litserve as ls
+
+
+class DeployAPI(ls.LitAPI):
+    """{"value": v, "sleep": s} -> {"value": v, "pid": worker pid, "ppid": its HTTP process}, after ``s`` seconds."""
+
+    def setup(self, device):
+        self.device = device
+
+    def predict(self, x):
+        if x.get("sleep"):
+            time.sleep(float(x["sleep"]))  # model: a computation that takes this long
+        return {"value": x.get("value"), "pid": os.getpid(), "ppid": os.getppid()}
+
+
+api = DeployAPI()
+app = ls.create_app(DeployAPI(), accelerator="cpu", devices=1, workers_per_device=1, timeout=30, shutdown_grace=10)
+server = ls.LitServer(DeployAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=30)
