@@ -58,7 +58,7 @@ def test_a_full_queue_answers_503_but_readiness_stays_200(tmp_path):
             assert g["litserve_queue_depth"] == 1 and g["litserve_capacity"] == 1
             assert g["litserve_requests_in_flight"] > g["litserve_capacity"]  # utilisation over 1
             refused = client.post("/predict", json={"op": "echo"})
-            assert refused.status_code == 503 and "queue is full" in refused.json()["error"]
+            assert refused.status_code == 503 and "queue is full" in refused.json()["detail"]
             assert refused.headers.get("retry-after")
             ready = client.get("/ready")
             assert ready.status_code == 200, ready.text  # the replica is healthy, just busy
