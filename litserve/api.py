@@ -27,6 +27,7 @@ class LitAPI:
         max_concurrency: requests one worker runs at once when ``predict`` is ``async def``.
         spec: serve the API as a well-known interface instead of ``/predict``: ``ls.OpenAISpec()``
             (chat completions) or ``ls.OpenAIEmbeddingSpec()`` (embeddings); see docs/openai.md.
+        mcp: a ``litserve.mcp.MCP(description=...)``: the API is also an MCP tool at ``/mcp/``.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class LitAPI:
         stream: bool = False,
         max_concurrency: int = 1,
         spec: Any = None,
+        mcp: Any = None,
     ) -> None:
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ConfigurationError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
@@ -49,6 +51,7 @@ class LitAPI:
         self.stream = bool(stream)
         self.max_concurrency = max_concurrency
         self.spec = spec
+        self.mcp = mcp  # a litserve.mcp.MCP: also serve this API as an MCP tool at /mcp/
 
     # -- hooks ---------------------------------------------------------------------------------------
     def setup(self, device: str) -> None:

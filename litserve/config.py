@@ -43,6 +43,9 @@ class SettingsArgs(TypedDict, total=False):
     shutdown_grace: float
     api_key: str | None
     log_level: int | str
+    middlewares: Sequence[Any] | None
+    callbacks: Any
+    loggers: Any
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class Settings:
             read when the app is created. ``""`` turns authentication off.
         log_level: the workers' log level (a ``logging`` level or its name); ``LitServer.run(log_level=)``
             sets it too.
+        middlewares: ASGI middlewares around the app: classes, or ``(class, kwargs)`` tuples (LitServe's form).
+        callbacks: ``ls.Callback`` instances (one, or a list); see docs/migrating.md.
+        loggers: ``ls.Logger`` instances (one, or a list) receiving ``LitAPI.log(key, value)``.
     """
 
     accelerator: str = "auto"
@@ -77,6 +83,9 @@ class Settings:
     shutdown_grace: float = 30.0
     api_key: str | None = None
     log_level: int = logging.INFO
+    middlewares: tuple[Any, ...] = ()
+    callbacks: tuple[Any, ...] = ()
+    loggers: tuple[Any, ...] = ()
 
     @classmethod
     def build(cls, **given: Any) -> Settings:
@@ -95,10 +104,16 @@ class Settings:
 
     def public(self) -> dict[str, Any]:
         """The settings as ``/info`` shows them: everything but the key."""
-        shown = dataclasses.asdict(self)
-        del shown["api_key"]
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "api_key"}
         shown["log_level"] = logging.getLevelName(self.log_level)
+        for name in ("middlewares", "callbacks", "loggers"):  # objects: shown by class name
+            shown[name] = [_class_name(item) for item in shown[name]]
         return shown
+
+
+def _class_name(item: Any) -> str:
+    item = item[0] if isinstance(item, tuple) and item else item
+    return getattr(item, "__name__", None) or type(item).__name__
 
 
 def _number(name: str, value: Any, *, low: float, strict: bool = False) -> float:
@@ -144,6 +159,24 @@ def _log_level(name: str, value: Any) -> int:
     raise ConfigurationError(f"log_level must be a logging level or its name ('info', 'debug', ...), got {value!r}")
 
 
+def _objects(name: str, value: Any) -> tuple[Any, ...]:
+    """A list (or one object) of middlewares, callbacks or loggers as a tuple; each is checked where used."""
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)) and not (name == "middlewares" and _is_pair(value)):
+        return tuple(value)
+    if name == "middlewares":
+        raise ConfigurationError(
+            "middlewares must be a list of middleware classes or (class, kwargs) tuples, e.g. "
+            "middlewares=[GZipMiddleware, (CORSMiddleware, {'allow_origins': ['*']})]"
+        )
+    return (value,)
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict)
+
+
 def _as_is(name: str, value: Any) -> Any:
     return value  # checked where it is resolved (devices.resolve_devices), with the other device settings
 
@@ -175,6 +208,9 @@ _CHECKS = {
     "shutdown_grace": lambda name, value: _number(name, value, low=0),
     "api_key": _api_key,
     "log_level": _log_level,
+    "middlewares": _objects,
+    "callbacks": _objects,
+    "loggers": _objects,
 }
 _FIELDS = frozenset(_CHECKS)
 assert _FIELDS == {f.name for f in dataclasses.fields(Settings)}, "every setting has exactly one check"

@@ -9,6 +9,7 @@
         ├── BadRequest              400  the body is not valid JSON
         ├── Unauthorized            401  missing or wrong X-API-Key
         ├── PayloadTooLarge         413  body over max_payload_size
+        ├── UnsupportedMediaType    415  a form posted to an API whose decode_request takes a JSON model
         ├── ValidationFailed        422  the body does not match the pydantic model (names the field)
         ├── ServiceUnavailable      503  queue full, draining, or no worker can serve (has Retry-After)
         │   └── WorkerDied          503  the worker running the request exited
@@ -78,6 +79,12 @@ class PayloadTooLarge(RequestError):
     """The request body is larger than max_payload_size."""
 
     status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    """The body's Content-Type is not one this API takes."""
+
+    status = 415
 
 
 class ValidationFailed(RequestError):

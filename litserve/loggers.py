@@ -77,7 +77,11 @@ class LogDispatcher:
             self._thread.start()
 
     def put(self, payload: bytes) -> None:
-        """Queue one LOG payload (called from the event loop: never blocks)."""
+        """Queue one LOG payload (called from the event loop: never blocks); starts the thread if needed."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():  # first entry, or a forked process without our thread
+            self._thread = None
+            self.start()
         self._queue.put(payload)
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -94,7 +94,7 @@ class ToolTarget:
         return pydantic_core.to_json(arguments)
 
 
-def mcp_routes(targets: Sequence[ToolTarget], server_version: str) -> list[Route]:
+def mcp_routes(targets: Sequence[ToolTarget]) -> list[Route]:
     """``/mcp`` and ``/mcp/`` for the tools in ``targets`` (none if there are none)."""
     if not targets:
         return []
@@ -116,6 +116,8 @@ def mcp_routes(targets: Sequence[ToolTarget], server_version: str) -> list[Route
             return Response(status_code=202)
         rid, method, params = message["id"], message["method"], message.get("params") or {}
         if method == "initialize":
+            from . import __version__ as server_version
+
             asked = params.get("protocolVersion")
             version = asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
             return _rpc_result(

@@ -31,6 +31,7 @@ class LitServer:
         if spec is not None:  # LitServe's spelling; the spec belongs to the API (LitAPI(spec=...))
             api.spec = spec
         self.app: LitApp = create_app(api, **settings)
+        self.app.extras.server = self  # server-side callbacks get this LitServer as ``litserver``
 
     def run(
         self,

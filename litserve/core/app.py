@@ -22,7 +22,9 @@ from ..api import LitAPI
 from ..config import Settings, SettingsArgs
 from ..devices import resolve_devices
 from ..errors import ConfigurationError, RequestError, Unauthorized
+from ..mcp import ToolTarget, mcp_routes
 from ..specs.exchange import SpecContext
+from .compat import ServerHooks, health_response
 from .drain import SignalDrain
 from .handler import PredictEndpoint, key_accepted
 from .metrics import Metrics
@@ -48,10 +50,14 @@ class LitApp(Starlette):
             metrics=self.metrics,
             log_level=settings.log_level,
         )
+        self.extras = ServerHooks(settings.callbacks, settings.loggers, settings.middlewares)
+        self.extras.attach(api, self.pool)
         request_model = api.request_model()
-        predict = PredictEndpoint(
+        predict: Any = PredictEndpoint(
             self.pool, self.metrics, settings, validate=body_validator(request_model), stream=api.stream
         )
+        predict = self.extras.wrap(predict, api, lambda: self)
+        tools = [ToolTarget(api, settings.api_path, self.pool, settings.timeout)] if getattr(api, "mcp", None) else []
         self._key = settings.api_key.encode() if settings.api_key else None
         self._openapi = openapi(
             type(api).__name__,
@@ -74,8 +80,10 @@ class LitApp(Starlette):
             Route("/info", self._info_route, methods=["GET"]),
             Route("/metrics", self._metrics_route, methods=["GET"]),
             Route("/openapi.json", self._openapi_route, methods=["GET"]),
+            *mcp_routes(tools),
         ]
         super().__init__(routes=routes, lifespan=self._lifespan)
+        self.extras.install(self)  # middlewares=, and the apps loggers mount
 
     # -- life -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,12 +121,16 @@ class LitApp(Starlette):
 
     @asynccontextmanager
     async def _lifespan(self, app: Any) -> AsyncIterator[None]:
-        async with self.running():
-            yield
+        self.extras.started(self)
+        try:
+            async with self.running():
+                yield
+        finally:
+            self.extras.stopped(self)
 
     # -- probes and documents -------------------------------------------------------------------------
     async def _health_route(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return await health_response([self.api])  # LitServe's plain "ok", consulting LitAPI.health()
 
     async def _ready_route(self, request: Request) -> Response:
         pool = self.pool

@@ -15,7 +15,7 @@ when its feature is configured, decided once when the app is built.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.responses import PlainTextResponse, Response
@@ -23,11 +23,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..api import LitAPI
 from ..auth import Authorized, has_authorize
-from ..callbacks import CallbackRunner, EventTypes
+from ..callbacks import Callback, CallbackRunner, EventTypes
 from ..loggers import LogDispatcher, Logger
 
 __all__ = (
     "LogDispatcher",
+    "ServerHooks",
     "apply_middlewares",
     "health_response",
     "overrides_health",
@@ -51,7 +52,9 @@ async def health_response(apis: Sequence[LitAPI]) -> Response:
     return PlainTextResponse("ok")
 
 
-def wrap_model_route(endpoint: ASGIApp, api: LitAPI, callbacks: CallbackRunner | None, server: Any) -> ASGIApp:
+def wrap_model_route(
+    endpoint: ASGIApp, api: LitAPI, callbacks: CallbackRunner | None, server: Callable[[], Any]
+) -> ASGIApp:
     """``endpoint`` with ``authorize`` in front and the request/response callbacks around, if any."""
     if callbacks is not None and (
         callbacks.listens(EventTypes.ON_REQUEST) or callbacks.listens(EventTypes.ON_RESPONSE)
@@ -65,7 +68,7 @@ def wrap_model_route(endpoint: ASGIApp, api: LitAPI, callbacks: CallbackRunner |
 class _RequestCallbacks:
     """Calls ``on_request`` when a request reaches the route and ``on_response`` as its answer starts."""
 
-    def __init__(self, inner: ASGIApp, callbacks: CallbackRunner, server: Any) -> None:
+    def __init__(self, inner: ASGIApp, callbacks: CallbackRunner, server: Callable[[], Any]) -> None:
         self.inner = inner
         self.callbacks = callbacks
         self.server = server
@@ -74,11 +77,12 @@ class _RequestCallbacks:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         callbacks = self.callbacks
         self.active += 1
-        callbacks.trigger_event(EventTypes.ON_REQUEST.value, active_requests=self.active, litserver=self.server)
+        server = self.server()
+        callbacks.trigger_event(EventTypes.ON_REQUEST.value, active_requests=self.active, litserver=server)
 
         async def send_hooked(message: Message) -> None:
             if message["type"] == "http.response.start":
-                callbacks.trigger_event(EventTypes.ON_RESPONSE.value, litserver=self.server)
+                callbacks.trigger_event(EventTypes.ON_RESPONSE.value, litserver=server)
             await send(message)
 
         try:
@@ -102,3 +106,53 @@ def logger_mounts(loggers: Sequence[Logger]) -> list[tuple[str, Any]]:
         for logger in loggers
         if "mount" in getattr(logger, "_config", {})
     ]
+
+
+class ServerHooks:
+    """The server-wide LitServe features of one app: callbacks, loggers, middlewares.
+
+    Built once by ``create_app``; ``attach`` readies each API for its workers, ``wrap`` puts the
+    model route behind ``authorize`` and the request callbacks, ``install`` adds middlewares and the
+    loggers' mounts to the app, ``started``/``stopped`` bracket the workers' life.
+    """
+
+    def __init__(
+        self,
+        callbacks: Sequence[Any] | Any = (),
+        loggers: Sequence[Logger] | Logger | None = (),
+        middlewares: Sequence[Any] | None = (),
+    ) -> None:
+        from ..loggers import check_loggers
+        from ..middlewares import normalize_middlewares
+
+        items: list[Any] = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or ())
+        self.callbacks = CallbackRunner(items)
+        self.loggers = check_loggers(loggers)
+        self.middlewares = normalize_middlewares(list(middlewares or ()))
+        self.dispatcher = LogDispatcher(self.loggers) if self.loggers else None
+        self.server: Any = None  # the LitServer, when one built the app; given to server-side callbacks
+
+    def attach(self, api: LitAPI, pool: Any) -> None:
+        """Before the workers spawn: the callbacks and the log switch travel with ``api``; LOG frames reach us."""
+        from . import hooks
+
+        hooks.attach(api, tuple(self.callbacks.callbacks), log=self.dispatcher is not None)
+        if self.dispatcher is not None:
+            pool.on_log = self.dispatcher.put
+
+    def wrap(self, endpoint: ASGIApp, api: LitAPI, app: Callable[[], Any]) -> ASGIApp:
+        return wrap_model_route(endpoint, api, self.callbacks, lambda: self.server or app())
+
+    def install(self, app: Any) -> None:
+        for mw in self.middlewares:
+            app.add_middleware(mw.cls, *mw.args, **mw.kwargs)
+        for path, mounted in logger_mounts(self.loggers):
+            app.mount(path, mounted)
+
+    def started(self, app: Any) -> None:
+        self.callbacks.trigger_event(EventTypes.ON_SERVER_START.value, litserver=self.server or app)
+
+    def stopped(self, app: Any) -> None:
+        self.callbacks.trigger_event(EventTypes.ON_SERVER_END.value, litserver=self.server or app)
+        if self.dispatcher is not None:
+            self.dispatcher.stop()

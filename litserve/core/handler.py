@@ -22,15 +22,19 @@ from starlette.types import Receive, Scope, Send
 
 from ..config import Settings
 from ..errors import (
+    BadRequest,
     ClientDisconnected,
     PayloadTooLarge,
     RequestError,
     RequestTimeout,
     ServiceUnavailable,
     Unauthorized,
+    UnsupportedMediaType,
     error_body,
 )
 from . import protocol as P
+from .forms import is_form
+from .hooks import RAW_RESPONSE_TAG
 from .metrics import Metrics
 from .pool import RUNNING, Call, Pool
 
@@ -86,11 +90,13 @@ class PredictEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
         arrived = loop.time()
-        content_length = api_key = request_id = None
+        content_length = api_key = request_id = content_type = None
         sse = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 content_length = value
+            elif name == b"content-type":
+                content_type = value
             elif name == b"x-api-key":
                 api_key = value
             elif name == b"x-request-id":
@@ -107,11 +113,18 @@ class PredictEndpoint:
             if body is None:
                 self.metrics.answered(499, loop.time() - arrived)
                 return  # the client left while sending its body
-            if self.validate is not None:
+            tag = request_id
+            if content_type is not None and not content_type.startswith(b"application/json") and is_form(content_type):
+                if self.validate is not None:
+                    raise UnsupportedMediaType("this API takes a JSON body (its decode_request is annotated)")
+                tag = request_id + b"\n" + content_type  # the worker parses the form (core/forms.py)
+                if len(tag) > P.MAX_TAG_BYTES:
+                    raise BadRequest("the Content-Type header is too long")
+            elif self.validate is not None:
                 self.validate(body)
             if pool.state != RUNNING:
                 await self._start(pool)
-            call = pool.submit(body, request_id)
+            call = pool.submit(body, tag)
         except RequestError as exc:
             await _send_error(send, exc, request_id)
             self.metrics.answered(exc.status, loop.time() - arrived)
@@ -253,9 +266,13 @@ async def _send_reply(guard: RequestGuard, send: Send, request_id: bytes) -> int
         if not isinstance(exc, ClientDisconnected):
             await _send_error(send, exc, request_id)
         return exc.status
-    headers = [_JSON, (b"content-length", str(len(payload)).encode()), (b"x-request-id", request_id)]
-    if tag:
-        headers.extend(user_headers(tag))
+    if tag[:1] == RAW_RESPONSE_TAG:  # a Response from encode_response: its own headers
+        headers = raw_response_headers(tag)
+        headers += [(b"content-length", str(len(payload)).encode()), (b"x-request-id", request_id)]
+    else:
+        headers = [_JSON, (b"content-length", str(len(payload)).encode()), (b"x-request-id", request_id)]
+        if tag:
+            headers.extend(user_headers(tag))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
     return status
@@ -324,6 +341,29 @@ def user_headers(tag: bytes) -> list[tuple[bytes, bytes]]:
             and not _BAD_VALUE.search(value)
         ):
             out.append((name.lower().encode("latin-1"), value.encode("latin-1", "replace")))
+    return out
+
+
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"x-request-id"})
+
+
+def raw_response_headers(tag: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of a ``Response`` built in the worker (``R`` + JSON pairs), minus framing ones.
+
+    Content-Type and the rest are the user's; the length and the request id stay ours, and names
+    and values are checked so nothing can inject a header line.
+    """
+    try:
+        pairs = json.loads(tag[1:])
+    except ValueError:
+        return []
+    out = []
+    for pair in pairs if isinstance(pairs, list) else ():
+        if isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair):
+            name, value = pair
+            raw = name.lower().encode("latin-1", "replace")
+            if _HEADER_NAME.match(name) and raw not in _FRAMING and not _BAD_VALUE.search(value):
+                out.append((raw, value.encode("latin-1", "replace")))
     return out
 
 

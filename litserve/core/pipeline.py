@@ -26,9 +26,12 @@ import logging
 from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
+from starlette.responses import Response
+
 from ..api import LitAPI
 from ..context import reset_request_ids, set_request_ids
 from ..errors import user_exception_reply
+from . import hooks
 from . import protocol as P
 from .codec import RequestDecoder, ResponseEncoder
 
@@ -54,17 +57,31 @@ class Pipeline:
         self.decode_body = RequestDecoder(api.request_model())
         self.encode_value = ResponseEncoder(api.response_model())
         self.batched = api.max_batch_size > 1
+        # LitServe's extras (core/hooks.py), each None unless this API uses it, so the plain path
+        # pays one ``is None`` test per stage for them.
+        self.contextual = hooks.context_steps(api)
+        self.callbacks = hooks.callback_runner(api)
 
     # -- whole requests -------------------------------------------------------------------------------
     def unary(self, items: list[P.Item]) -> Steps[list[P.Reply]]:
         """One batch (or one request) to one terminal reply per item."""
-        api = self.api
+        api, cb, steps = self.api, self.callbacks, self.contextual
         replies: list[P.Reply] = []
-        inputs, ok = [], []
+        inputs, ok, contexts = [], [], []
         for it in items:  # decode each
             token = set_request_ids((_id(it),))
             try:
-                inputs.append((yield api.decode_request, (self.decode_body(it.payload),)))
+                body = self.decode_body(it.payload) if b"\n" not in it.tag else hooks.form_body(it)
+                if cb is not None:
+                    cb.trigger_event("on_before_decode_request", lit_api=api)
+                if steps is None:
+                    inputs.append((yield api.decode_request, (body,)))
+                else:
+                    context: dict[str, Any] = {}
+                    inputs.append((yield steps[0], (body, context)))
+                    contexts.append(context)
+                if cb is not None:
+                    cb.trigger_event("on_after_decode_request", lit_api=api)
                 ok.append(it)
             except Exception as exc:
                 _log_user_error(exc, [it], "decode_request")
@@ -75,24 +92,44 @@ class Pipeline:
             return replies
         token = set_request_ids(tuple(_id(it) for it in ok))
         try:  # batch -> predict -> unbatch, or predict alone
+            if cb is not None:
+                cb.trigger_event("on_before_predict", lit_api=api)
             if self.batched:
                 batch = yield api.batch, (inputs,)
-                output = yield api.predict, (batch,)
+                if steps is None:
+                    output = yield api.predict, (batch,)
+                else:
+                    output = yield steps[1], (batch, contexts)
                 outputs = list((yield api.unbatch, (output,)))
                 if len(outputs) != len(ok):
                     raise RuntimeError(f"unbatch() returned {len(outputs)} outputs for a batch of {len(ok)} requests")
-            else:
+            elif steps is None:
                 outputs = [(yield api.predict, (inputs[0],))]
+            else:
+                outputs = [(yield steps[1], (inputs[0], contexts[0]))]
+            if cb is not None:
+                cb.trigger_event("on_after_predict", lit_api=api)
         except Exception as exc:
             _log_user_error(exc, ok, "predict")
             reply = user_exception_reply(exc)
             return replies + [(it.rid, *reply) for it in ok]
         finally:
             reset_request_ids(token)
-        for it, out in zip(ok, outputs, strict=True):  # encode each
+        for i, (it, out) in enumerate(zip(ok, outputs, strict=True)):  # encode each
             token = set_request_ids((_id(it),))
             try:
-                replies.append((it.rid, 200, self.encode_value((yield api.encode_response, (out,)))))
+                if cb is not None:
+                    cb.trigger_event("on_before_encode_response", lit_api=api)
+                if steps is None:
+                    value = yield api.encode_response, (out,)
+                else:
+                    value = yield steps[2], (out, contexts[i])
+                if isinstance(value, Response):
+                    replies.append((it.rid, *hooks.response_reply(value)))
+                else:
+                    replies.append((it.rid, 200, self.encode_value(value)))
+                if cb is not None:
+                    cb.trigger_event("on_after_encode_response", lit_api=api)
             except Exception as exc:
                 _log_user_error(exc, [it], "encode_response")
                 replies.append((it.rid, *user_exception_reply(exc)))
@@ -110,10 +147,26 @@ class Pipeline:
         rid = it.rid
         token = set_request_ids((_id(it),))
         outputs = chunks = None
+        cb, steps = self.callbacks, self.contextual
         try:
-            x = yield api.decode_request, (self.decode_body(it.payload),)
-            outputs = yield api.predict, (x,)
-            chunks = yield api.encode_response, (outputs,)
+            body = self.decode_body(it.payload) if b"\n" not in it.tag else hooks.form_body(it)
+            if cb is not None:
+                cb.trigger_event("on_before_decode_request", lit_api=api)
+            if steps is None:
+                x = yield api.decode_request, (body,)
+            else:
+                context: dict[str, Any] = {}
+                x = yield steps[0], (body, context)
+            if cb is not None:
+                cb.trigger_event("on_after_decode_request", lit_api=api)
+                cb.trigger_event("on_before_predict", lit_api=api)
+            outputs = yield (api.predict, (x,)) if steps is None else (steps[1], (x, context))
+            if cb is not None:
+                cb.trigger_event("on_after_predict", lit_api=api)
+                cb.trigger_event("on_before_encode_response", lit_api=api)
+            chunks = yield (api.encode_response, (outputs,)) if steps is None else (steps[2], (outputs, context))
+            if cb is not None:
+                cb.trigger_event("on_after_encode_response", lit_api=api)
             step = _anext if hasattr(chunks, "__aiter__") else _next
             while True:
                 value = yield step, (chunks,)
@@ -272,7 +325,8 @@ def _close(gen: Any) -> Any:
 
 
 def _id(it: P.Item) -> str:
-    return it.tag.decode("ascii", "replace")
+    tag = it.tag  # the request id, then b"\n" and the Content-Type for a form body
+    return (tag if b"\n" not in tag else tag.partition(b"\n")[0]).decode("ascii", "replace")
 
 
 def _log_user_error(exc: BaseException, items: list[P.Item], where: str) -> None:

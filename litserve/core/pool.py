@@ -23,6 +23,7 @@ import tempfile
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -121,6 +122,8 @@ class Pool:
         self._starting: asyncio.Future[None] | None = None
         self._drain_soon = False
         self._kicked = False
+        # LitAPI.log entries from the workers go here (the loggers' queue); None drops them.
+        self.on_log: Callable[[bytes], None] | None = None
         self._wake: asyncio.TimerHandle | None = None
         self._wake_at: float | None = None
         self._idle: asyncio.Event | None = None
@@ -401,6 +404,10 @@ class Pool:
                 supervisor.mark_ready(handle, items[0].status)
                 if handle.state == READY:
                     scheduler.add_worker(name, handle.capacity, sequential=not self.api.is_async)
+        elif kind == P.LOG:
+            if self.on_log is not None:
+                for it in items:
+                    self.on_log(it.payload)
         elif kind == P.FAILED and items:
             assert supervisor is not None
             try:

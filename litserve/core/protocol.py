@@ -9,8 +9,11 @@ A message is a list of ZeroMQ frames::
 
 - ``header`` is two bytes: the protocol version and the frame kind (one ASCII letter).
 - ``item_head`` is ``struct "!QH"``: the request id (u64) and a status (u16), optionally followed by
-  a tag whose meaning depends on the kind: the client's ``X-Request-ID`` (ASCII) in a REQUEST; in a
-  RESULT or END, extra response headers as a JSON object (an ``HTTPException``'s headers).
+  a tag whose meaning depends on the kind: in a REQUEST, the client's ``X-Request-ID`` (ASCII),
+  followed by ``\n`` and the body's Content-Type when the body is a form (multipart or urlencoded);
+  in a RESULT or END, extra response headers as a JSON object (an ``HTTPException``'s headers), or
+  ``R`` and a JSON list of ``[name, value]`` pairs: every header of a ``Response`` that
+  ``encode_response`` returned, sent as is.
 - ``item_payload`` is opaque bytes: the request body, the encoded response, a chunk, or an error body.
 
 One message may carry several items. In a REQUEST the status field is the item's batch number within
@@ -40,8 +43,9 @@ FAILED: Final = ord("F")  # one item: (0, 0) + JSON {"error"}; setup raised, the
 RESULT: Final = ord("D")  # items: (rid, http status) + response body; terminal for each rid
 CHUNK: Final = ord("K")  # items: (rid, 200) + one encoded stream chunk
 END: Final = ord("E")  # items: (rid, status) + b"" or an error body; terminal for a stream
+LOG: Final = ord("L")  # one item: (0, 0) + JSON [key, value] from LitAPI.log, for the server's loggers
 
-KINDS: Final = frozenset({REQUEST, CANCEL, STOP, READY, FAILED, RESULT, CHUNK, END})
+KINDS: Final = frozenset({REQUEST, CANCEL, STOP, READY, FAILED, RESULT, CHUNK, END, LOG})
 TERMINAL: Final = frozenset({RESULT, END})
 
 SOCKET_DIR_PREFIX: Final = "litserve-"  # the app's private (0700) directory for its ipc:// socket

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import zmq
 
 from ..api import LitAPI
+from . import hooks
 from . import protocol as P
 from .pipeline import CANCELLED, Pipeline, run_async, run_sync
 from .protocol import SOCKET_DIR_PREFIX
@@ -73,9 +74,19 @@ def main(spec: WorkerSpec) -> None:
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.connect(spec.address)
     api = spec.api
+    hooks.install_log_sink(api, sock.send_multipart)
+    callbacks = hooks.callback_runner(api)
     try:
         _select_device(spec.device)
+        try:
+            api.device = spec.device  # type: ignore[attr-defined]  # LitServe sets it; its docs' hooks read it
+        except AttributeError:  # a read-only ``device`` property of the user's own
+            pass
+        if callbacks is not None:
+            callbacks.trigger_event("on_before_setup", lit_api=api)
         api.setup(spec.device)
+        if callbacks is not None:
+            callbacks.trigger_event("on_after_setup", lit_api=api)
     except BaseException as exc:
         logger.error("setup(%r) failed:\n%s", spec.device, traceback.format_exc())
         detail = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=20)}

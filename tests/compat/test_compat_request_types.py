@@ -1,0 +1,86 @@
+"""Request and response shapes LitServe accepts, from server files written as its docs write them:
+per-request ``context``, ``multipart/form-data`` uploads, a ``Response`` returned by
+``encode_response``, and an API exposed as an MCP tool."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from serving import serve_file
+
+
+def test_context_dict_is_shared_by_the_hooks_of_one_request(tmp_path):
+    with serve_file("context_dict.py", tmp_path) as proc:
+        for x in (2, 3):
+            r = httpx.post(proc.url + "/predict", json={"input": x})
+            assert r.status_code == 200 and r.json() == {"output": x * x + 1, "input": x, "squared": x * x}
+
+
+def test_multipart_upload_with_fields(tmp_path):
+    with serve_file("file_upload.py", tmp_path) as proc:
+        files = {"document": ("notes.txt", b"hello\r\nworld", "text/plain")}
+        r = httpx.post(proc.url + "/predict", files=files, data={"tag": "t1"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "filename": "notes.txt",
+            "content_type": "text/plain",
+            "size": 12,
+            "upper": "HELLO\r\nWORLD",
+            "tag": "t1",
+        }
+        # the body limit (1MB) holds for uploads, checked as the body streams in
+        big = {"document": ("big.bin", b"x" * 1_100_000, "application/octet-stream")}
+        assert httpx.post(proc.url + "/predict", files=big, data={"tag": "t"}).status_code == 413
+        broken = httpx.post(
+            proc.url + "/predict",
+            content=b"--b\r\nnot a part",
+            headers={"content-type": "multipart/form-data; boundary=zzz"},
+        )
+        assert broken.status_code == 400
+        # JSON still works on the same route (decode_request gets the parsed body)
+        assert httpx.post(proc.url + "/predict", json={"document": 1}).status_code == 500
+
+
+def test_response_returned_by_encode_response_is_sent_as_is(tmp_path):
+    with serve_file("response_object.py", tmp_path) as proc:
+        r = httpx.post(proc.url + "/predict", json={"rows": 3})
+        assert r.status_code == 201
+        assert r.headers["content-type"].startswith("text/csv")
+        assert r.headers["content-disposition"] == "attachment; filename=squares.csv"
+        assert r.headers["x-rows"] == "3"
+        assert r.text == "n,square\n0,0\n1,1\n2,4\n"
+        assert "x-request-id" in r.headers
+
+
+def _rpc(client: httpx.Client, method: str, params: dict | None = None, rid: int = 1) -> dict:
+    r = client.post(
+        "/mcp/",
+        json={"jsonrpc": "2.0", "id": rid, "method": method, "params": params or {}},
+        headers={"Accept": "application/json, text/event-stream"},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_mcp_tool_lists_and_calls_the_api(tmp_path):
+    with serve_file("mcp_tool.py", tmp_path) as proc, httpx.Client(base_url=proc.url, timeout=30) as client:
+        init = _rpc(client, "initialize", {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {}})
+        assert init["result"]["protocolVersion"] == "2025-03-26"
+        assert "tools" in init["result"]["capabilities"]
+        note = client.post("/mcp/", json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert note.status_code == 202
+        tools = _rpc(client, "tools/list", rid=2)["result"]["tools"]
+        assert [t["name"] for t in tools] == ["predict"]
+        assert tools[0]["description"] == "Counts the words in a text"
+        schema = tools[0]["inputSchema"]
+        assert schema["required"] == ["request"] and "TextRequest" in schema["$defs"]
+        result = _rpc(client, "tools/call", {"name": "predict", "arguments": {"request": {"text": "a b c"}}}, rid=3)
+        assert result["result"]["isError"] is False
+        assert json.loads(result["result"]["content"][0]["text"]) == {"words": 3}
+        bad = _rpc(client, "tools/call", {"name": "predict", "arguments": {"request": {"txt": 1}}}, rid=4)
+        assert bad["result"]["isError"] is True
+        unknown = _rpc(client, "tools/call", {"name": "nope", "arguments": {}}, rid=5)
+        assert unknown["error"]["code"] == -32602
+        # the HTTP route still serves the same API
+        assert client.post("/predict", json={"text": "one two"}).json() == {"words": 2}
