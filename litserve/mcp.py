@@ -156,10 +156,9 @@ async def _call(target: ToolTarget, arguments: Any) -> dict[str, Any]:
         try:
             status, payload, _tag = await asyncio.wait_for(asyncio.shield(call.future), target.timeout)
         except asyncio.TimeoutError:
-            pool.cancel(call, RequestTimeout())
             raise RequestTimeout(f"the tool call did not complete within {target.timeout}s") from None
         finally:
-            if not call.finished:
+            if call.rid in pool.calls:  # timed out, or we were cancelled: no worker time is spent on it after
                 pool.cancel(call, RequestTimeout())
         text = payload.decode("utf-8", "replace")
         return {"content": [{"type": "text", "text": text}], "isError": status >= 400}

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import httpx
-from conftest import wait_for
 from serving import serve_file
+from support.poll import wait_for
 
 
 def test_health_answers_plain_ok_and_consults_the_api(tmp_path):
