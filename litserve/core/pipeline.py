@@ -60,6 +60,9 @@ class Pipeline:
         # LitServe's extras (core/hooks.py), each None unless this API uses it, so the plain path
         # pays one ``is None`` test per stage for them.
         self.contextual = hooks.context_steps(api)
+        # a spec (OpenAISpec) fills each request's context from its body before decode_request
+        spec = getattr(api, "spec", None)
+        self.populate = getattr(spec, "populate_context", None) if self.contextual is not None else None
         self.callbacks = hooks.callback_runner(api)
 
     # -- whole requests -------------------------------------------------------------------------------
@@ -78,6 +81,8 @@ class Pipeline:
                     inputs.append((yield api.decode_request, (body,)))
                 else:
                     context: dict[str, Any] = {}
+                    if self.populate is not None:
+                        self.populate(context, body)
                     inputs.append((yield steps[0], (body, context)))
                     contexts.append(context)
                 if cb is not None:
@@ -156,6 +161,8 @@ class Pipeline:
                 x = yield api.decode_request, (body,)
             else:
                 context: dict[str, Any] = {}
+                if self.populate is not None:
+                    self.populate(context, body)
                 x = yield steps[0], (body, context)
             if cb is not None:
                 cb.trigger_event("on_after_decode_request", lit_api=api)
@@ -196,13 +203,21 @@ class Pipeline:
         ``emit`` reports it cancelled drops out: it gets no more chunks, and when none is left the
         generators are closed. Returns one terminal END reply per item.
         """
-        api = self.api
+        api, contextual = self.api, self.contextual
         replies: list[P.Reply] = []
-        inputs, ok = [], []
+        inputs, ok, contexts = [], [], []
         for it in items:  # decode each
             token = set_request_ids((_id(it),))
             try:
-                inputs.append((yield api.decode_request, (self.decode_body(it.payload),)))
+                body = self.decode_body(it.payload)
+                if contextual is None:
+                    inputs.append((yield api.decode_request, (body,)))
+                else:
+                    context: dict[str, Any] = {}
+                    if self.populate is not None:
+                        self.populate(context, body)
+                    inputs.append((yield contextual[0], (body, context)))
+                    contexts.append(context)
                 ok.append(it)
             except Exception as exc:
                 _log_user_error(exc, [it], "decode_request")
@@ -216,9 +231,12 @@ class Pipeline:
         outputs = steps = chunks = None
         try:
             batch = yield api.batch, (inputs,)
-            outputs = yield api.predict, (batch,)
+            outputs = yield (api.predict, (batch,)) if contextual is None else (contextual[1], (batch, contexts))
             steps = (yield api.unbatch, (outputs,)) if _overridden(api, "unbatch") else _each_as_list(outputs)
-            chunks = yield api.encode_response, (steps,)
+            if contextual is None:
+                chunks = yield api.encode_response, (steps,)
+            else:
+                chunks = yield contextual[2], (steps, contexts)
             step = _anext if hasattr(chunks, "__aiter__") else _next
             while live:
                 values = yield step, (chunks,)

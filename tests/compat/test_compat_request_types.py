@@ -84,3 +84,11 @@ def test_mcp_tool_lists_and_calls_the_api(tmp_path):
         assert unknown["error"]["code"] == -32602
         # the HTTP route still serves the same API
         assert client.post("/predict", json={"text": "one two"}).json() == {"words": 2}
+
+
+def test_openai_spec_fills_the_context_from_the_request(tmp_path):
+    with serve_file("openai_context.py", tmp_path) as proc:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.25}
+        r = httpx.post(proc.url + "/v1/chat/completions", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == "hi at temperature 0.25"
