@@ -73,6 +73,9 @@ class LitApp(Starlette):
         else:  # the spec's routes (OpenAI's /v1/...) replace the predict route
             ctx = SpecContext(self.pool, self.metrics, settings.timeout, settings.max_payload_size, settings.api_key)
             model_routes = spec.routes(ctx)
+            for route in model_routes:  # authorize and the request callbacks guard a spec's routes too
+                if isinstance(route, Route) and route.methods and "POST" in route.methods:
+                    route.app = self.extras.wrap(route.app, api, lambda: self)
         routes = [
             *model_routes,
             Route("/health", self._health_route, methods=["GET"]),

@@ -92,3 +92,11 @@ def test_openai_spec_fills_the_context_from_the_request(tmp_path):
         r = httpx.post(proc.url + "/v1/chat/completions", json=body, timeout=30)
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["content"] == "hi at temperature 0.25"
+
+
+def test_decode_request_annotated_with_request_gets_the_parsed_body(tmp_path):
+    with serve_file("request_annotated.py", tmp_path) as proc:
+        r = httpx.post(proc.url + "/predict", json={"input": 4})
+        assert r.status_code == 200 and r.json() == {"output": 40}
+        form = httpx.post(proc.url + "/predict", data={"input": "ab"})  # a form: request["input"] is a str
+        assert form.status_code == 200 and form.json() == {"output": "ab" * 10}

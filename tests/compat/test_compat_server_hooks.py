@@ -76,3 +76,12 @@ def test_middlewares_wrap_the_app(tmp_path):
         assert len(r.headers["x-trace-id"]) == 5
         small = httpx.get(proc.url + "/health")
         assert small.text == "ok" and len(small.headers["x-trace-id"]) == 5  # every route is wrapped
+
+
+def test_authorize_guards_a_spec_route_too(tmp_path):
+    with serve_file("openai_authorized.py", tmp_path) as proc:
+        url = proc.url + "/v1/chat/completions"
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(url, json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+        ok = httpx.post(url, json=body, headers={"Authorization": "Bearer secret"}, timeout=30)
+        assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == "echo: hi"
