@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,14 @@ def test_help_lists_every_setting_and_its_default():
     assert "(default: 30.0)" in out.stdout  # read from create_app's signature
     top = litserve("--help")
     assert "serve" in top.stdout and "dockerize" in top.stdout
+
+
+def test_the_console_script_runs_the_same_command():
+    exe = shutil.which("litserve")
+    if exe is None:
+        pytest.skip("the project is not installed here (pip install -e .), so there is no console script")
+    out = subprocess.run([exe, "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--shutdown-grace" in out.stdout, out.stderr
 
 
 def test_a_litapi_target_is_built_with_the_flags():

@@ -132,11 +132,11 @@ class SignalDrain:
         """Run the host's handler for ``sig`` (or, if we only stand in front of the other signal's, that one)."""
         self._handed_over = True
         previous: Callable[..., Any] | None = self._previous.get(sig)
-        if previous is None and self._previous:
-            previous = next(iter(self._previous.values()))
+        handle = self._loop_handles.get(sig)
+        if previous is None and handle is None:  # only the other signal's handler is ours to call
+            previous = next(iter(self._previous.values()), None)
+            handle = next(iter(self._loop_handles.values()), None)
         if previous is not None:
             previous(sig, frame)
-            return
-        handle = self._loop_handles.get(sig) or next(iter(self._loop_handles.values()), None)
-        if handle is not None:
+        elif handle is not None:
             handle._run()
