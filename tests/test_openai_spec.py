@@ -70,6 +70,17 @@ def test_streamed_completion_with_n_choices_and_usage(echo):
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (2, 6, 8)
 
 
+def test_one_streamed_choice_ends_with_its_reason_then_the_usage_chunk(echo):
+    chunks = list(
+        client(echo).chat.completions.create(
+            model="tiny", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert "".join(c.delta.content or "" for ch in chunks for c in ch.choices) == "hello there world"
+    assert chunks[-2].choices[0].finish_reason == "stop" and chunks[-2].usage is None
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 4
+
+
 def test_async_client_streamed_and_not(echo):
     async def run():
         aclient = openai.AsyncOpenAI(base_url=echo.url + "/v1", api_key="unused", max_retries=0, timeout=30)

@@ -172,22 +172,38 @@ class Exchange:
                 timer.cancel()
 
     async def chunks(self, call: Call) -> AsyncIterator[bytes]:
-        """A stream call's chunks; raises RequestError (or OpenAIError for an error reply) when it fails."""
+        """A stream call's chunks; raises RequestError (or OpenAIError for an error reply) when it fails.
+
+        The gap between chunks is bounded by ``timeout``: one timer, re-armed only when it fires
+        before the gap has passed (not once per chunk: chunks come thousands of times a second).
+        """
         timeout = self.ctx.timeout
         loop = self.loop
-        while True:
-            timer = loop.call_at(loop.time() + timeout, self._expire, call) if timeout is not None else None
-            try:
+        last = [loop.time()]
+        timer: list[asyncio.TimerHandle | None] = [None]
+
+        def check_gap() -> None:
+            due = last[0] + timeout  # type: ignore[operator]
+            if loop.time() >= due:
+                self._expire(call)
+            else:
+                timer[0] = loop.call_at(due, check_gap)
+
+        if timeout is not None:
+            timer[0] = loop.call_at(last[0] + timeout, check_gap)
+        try:
+            while True:
                 kind, status, payload, _tag = await call.next_chunk()
-            finally:
-                if timer is not None:
-                    timer.cancel()
-            if kind == P.CHUNK:
-                yield payload
-                continue
-            if status != 200:
-                raise OpenAIError.from_reply(status, payload)
-            return
+                last[0] = loop.time()
+                if kind == P.CHUNK:
+                    yield payload
+                    continue
+                if status != 200:
+                    raise OpenAIError.from_reply(status, payload)
+                return
+        finally:
+            if timer[0] is not None:
+                timer[0].cancel()
 
     def close(self) -> None:
         """Cancel every call still running and stop the watch: whatever way the handler left."""

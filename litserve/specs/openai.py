@@ -250,6 +250,18 @@ async def _unary(ex: Exchange, completion: Completion, calls: list[Any]) -> None
 async def _stream(ex: Exchange, completion: Completion, calls: list[Any], include_usage: bool) -> None:
     """Forward each choice's chunks as they come; headers wait for the first chunk, so an error
     before it (a bad request seen by decode_request, predict raising at once) keeps its status."""
+    if len(calls) == 1:  # the common case: no merging, no queue hop per chunk
+        choice = completion.choices[0]
+        async for payload in ex.chunks(calls[0]):
+            delta = choice.add(payload)
+            if delta is not None:
+                if not ex.started:
+                    await ex.start_stream(sse.HEADERS)
+                await ex.write(sse.event(completion.chunk(0, delta)))
+        if not ex.started:
+            await ex.start_stream(sse.HEADERS)
+        await ex.write(sse.event(completion.finish_chunk(0)) + _tail(completion, include_usage), more=False)
+        return
     queue: asyncio.Queue[tuple[int, bytes | BaseException | None]] = asyncio.Queue()
 
     async def pump(index: int, call: Any) -> None:
@@ -276,8 +288,11 @@ async def _stream(ex: Exchange, completion: Completion, calls: list[Any], includ
             delta = completion.choices[index].add(item)
             if delta is not None:
                 await ex.write(sse.event(completion.chunk(index, delta)))
-        tail = sse.event(completion.usage_chunk()) + sse.DONE if include_usage else sse.DONE
-        await ex.write(tail, more=False)
+        await ex.write(_tail(completion, include_usage), more=False)
     finally:
         for task in tasks:
             task.cancel()
+
+
+def _tail(completion: Completion, include_usage: bool) -> bytes:
+    return sse.event(completion.usage_chunk()) + sse.DONE if include_usage else sse.DONE
