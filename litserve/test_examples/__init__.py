@@ -4,6 +4,25 @@ They exist so a server file written against LitServe's docs runs unchanged here;
 handy for trying a deployment without a model.
 """
 
+from .openai_spec_example import (
+    OpenAIBatchContext,
+    OpenAIWithUsage,
+    TestAPI,
+    TestAPIWithCustomEncode,
+    TestAPIWithStructuredOutput,
+    TestAPIWithToolCalls,
+)
 from .simple_example import SimpleBatchedAPI, SimpleLitAPI, SimpleStreamAPI, SimpleTorchAPI
 
-__all__ = ("SimpleBatchedAPI", "SimpleLitAPI", "SimpleStreamAPI", "SimpleTorchAPI")
+__all__ = (
+    "OpenAIBatchContext",
+    "OpenAIWithUsage",
+    "SimpleBatchedAPI",
+    "SimpleLitAPI",
+    "SimpleStreamAPI",
+    "SimpleTorchAPI",
+    "TestAPI",
+    "TestAPIWithCustomEncode",
+    "TestAPIWithStructuredOutput",
+    "TestAPIWithToolCalls",
+)

@@ -52,3 +52,34 @@ def test_image_input_and_output(tmp_path):
 
         missing = httpx.post(proc.url + "/predict", json={"image": "x"}, timeout=30)
         assert missing.status_code == 422 and "image_data" in missing.text
+
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+
+
+def test_openai_test_api(tmp_path):
+    with serve_file("openai_test_api.py", tmp_path) as proc:
+        r = httpx.post(proc.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"] == {"role": "assistant", "content": "This is a generated output"}
+
+
+def test_openai_tool_calls_example(tmp_path):
+    with serve_file("openai_tool_calls.py", tmp_path) as proc:
+        r = httpx.post(proc.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert r.status_code == 200, r.text
+        call = r.json()["choices"][0]["message"]["tool_calls"][0]
+        assert call["function"] == {"name": "function_1", "arguments": '{"arg_1": "arg_1_value"}'}
+
+
+def test_openai_batched_stream_with_context(tmp_path):
+    import concurrent.futures
+
+    with serve_file("openai_batch_context.py", tmp_path) as proc:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            replies = list(
+                pool.map(lambda _: httpx.post(proc.url + "/v1/chat/completions", json=CHAT, timeout=30), range(4))
+            )
+        assert [r.status_code for r in replies] == [200] * 4
+        for r in replies:
+            assert r.json()["choices"][0]["message"]["content"] == "Hi! It's nice to meet you. "
