@@ -15,6 +15,7 @@ when its feature is configured, decided once when the app is built.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ from ..api import LitAPI
 from ..auth import Authorized, has_authorize
 from ..callbacks import Callback, CallbackRunner, EventTypes
 from ..loggers import LogDispatcher, Logger
+
+logger = logging.getLogger("litserve")
 
 __all__ = (
     "LogDispatcher",
@@ -44,9 +47,13 @@ async def health_response(apis: Sequence[LitAPI]) -> Response:
     """LitServe's ``/health`` body: ``ok`` if every API's ``health()`` is true, else 503 ``not ready``."""
     for api in apis:
         if overrides_health(api):
-            healthy = api.health()
-            if inspect.isawaitable(healthy):
-                healthy = await healthy
+            try:
+                healthy = api.health()
+                if inspect.isawaitable(healthy):
+                    healthy = await healthy
+            except Exception:  # a health check that breaks says "not healthy", with the reason in the log
+                logger.exception("%s.health() raised", type(api).__name__)
+                healthy = False
             if not healthy:
                 return PlainTextResponse("not ready", status_code=503)
     return PlainTextResponse("ok")

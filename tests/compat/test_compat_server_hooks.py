@@ -85,3 +85,11 @@ def test_authorize_guards_a_spec_route_too(tmp_path):
         assert httpx.post(url, json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
         ok = httpx.post(url, json=body, headers={"Authorization": "Bearer secret"}, timeout=30)
         assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == "echo: hi"
+
+
+def test_loggers_can_mount_an_app_and_all_receive_each_entry(tmp_path):
+    with serve_file("loggers_mount.py", tmp_path) as proc:
+        for text in ("a b", "c d e"):
+            assert httpx.post(proc.url + "/predict", json={"text": text}).status_code == 200
+        wait_for(lambda: httpx.get(proc.url + "/log-counts/").text == "words 5\n", timeout=20)
+        wait_for(lambda: "logged words=2" in proc.output() and "logged words=3" in proc.output(), timeout=20)
