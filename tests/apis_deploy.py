@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import litserve as ls
 
 
 class DeployAPI(ls.LitAPI):
-    """{"value": v, "sleep": s} -> {"value": v, "pid": worker pid, "ppid": its HTTP process}, after ``s`` seconds."""
+    """{"value": v, "sleep": s} -> {"value": v, "pid": worker pid, "ppid": its HTTP process}, after ``s`` seconds.
+
+    With ``"mark": path`` the file is written when predict starts (the test then knows it is in flight).
+    """
 
     def setup(self, device):
         self.device = device
 
     def predict(self, x):
+        if x.get("mark"):
+            Path(x["mark"]).write_text(str(os.getpid()))
         if x.get("sleep"):
             time.sleep(float(x["sleep"]))  # model: a computation that takes this long
         return {"value": x.get("value"), "pid": os.getpid(), "ppid": os.getppid()}

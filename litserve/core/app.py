@@ -110,8 +110,10 @@ class LitApp(Starlette):
         try:
             yield self
         finally:
-            drain.uninstall()
-            await self.stop()
+            try:
+                await self.stop()
+            finally:
+                drain.uninstall()
 
     def drain(self) -> None:
         """Stop taking requests (503, /ready turns 503) while those in flight finish."""

@@ -11,19 +11,23 @@ installed:
    running after that is answered 503 (left waiting, the host server would hold those connections for
    its own graceful timeout and then drop them);
 2. then the host server's own handler runs with that signal, and it stops as it always does;
-3. a second signal skips the wait: the host's handler runs at once.
+3. a second signal skips the wait: the host's handler runs at once (a second SIGTERM to a process
+   whose SIGTERM was at its default disposition does not: that is a process manager repeating itself).
 
 Both kinds of host handler are chained: one set with ``signal.signal`` (uvicorn, gunicorn, twisted)
-and one set with ``loop.add_signal_handler`` (asyncio servers). The drain is installed only on the
-main thread, and only in front of a handler that stops the host (a Python callable); with the default
-disposition or none (a server that stops its processes some other way, like hypercorn's worker
-processes) nothing is changed, and the lifespan's stop still lets in-flight requests finish.
+and one set with ``loop.add_signal_handler`` (asyncio servers). A SIGTERM left at its default
+disposition is taken too (hypercorn's master terminates its busy workers as soon as an idle one has
+exited, which used to cut their requests short): the process drains, lets its host finish its own
+shutdown, and dies of the signal only once the app has stopped (or ``SHUTDOWN_MARGIN`` seconds after
+the drain, if the host never stops it). The drain is installed only on the main thread (signal
+handlers can be set nowhere else).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -56,6 +60,9 @@ class SignalDrain:
         self.app = app
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: dict[int, Any] = {}  # sig -> the handler we stand in front of
+        self._default: set[int] = set()  # signals we took over from their default disposition
+        self._doomed: int | None = None  # a default-disposition signal to die of once the app has stopped
+        self._death: asyncio.TimerHandle | None = None
         self._loop_handles: dict[int, asyncio.Handle] = {}  # sig -> an asyncio handler we stand in front of
         self._draining = False
         self._handed_over = False
@@ -63,7 +70,7 @@ class SignalDrain:
 
     @property
     def installed(self) -> bool:
-        return bool(self._previous or self._loop_handles)
+        return bool(self._previous or self._loop_handles or self._default)
 
     def install(self) -> bool:
         """Stand in front of the host's SIGTERM/SIGINT handlers; False when there is none to chain."""
@@ -81,20 +88,35 @@ class SignalDrain:
             current = signal.getsignal(sig)
             if callable(current) and current is not signal.default_int_handler:
                 self._previous[sig] = current
-                signal.signal(sig, self._on_signal)
+            elif sig == signal.SIGTERM and current == signal.SIG_DFL:
+                self._default.add(sig)
+            else:
+                continue
+            signal.signal(sig, self._on_signal)
         if self.installed:
-            names = [signal.Signals(s).name for s in (*self._previous, *self._loop_handles)]
+            names = [signal.Signals(s).name for s in (*self._previous, *self._loop_handles, *self._default)]
             logger.debug("drain on %s installed", names)
         return self.installed
 
     def uninstall(self) -> None:
-        """Give the host its handlers back (where ours is still the one installed)."""
+        """Give the host its handlers back (where ours is still the one installed).
+
+        Called once the app has stopped: a default-disposition signal we held back ends the process now.
+        """
         if threading.current_thread() is not threading.main_thread():
             return
         for sig, previous in self._previous.items():
             if signal.getsignal(sig) == self._on_signal:
                 signal.signal(sig, previous)
         self._previous.clear()
+        for sig in self._default:
+            if signal.getsignal(sig) == self._on_signal:
+                signal.signal(sig, signal.SIG_DFL)
+        self._default.clear()
+        if self._death is not None:
+            self._death.cancel()
+        if self._doomed is not None:
+            _die_of(self._doomed)
         loop = self._loop
         for sig, handle in self._loop_handles.items():
             current = getattr(loop, "_signal_handlers", {}).get(sig)
@@ -105,6 +127,10 @@ class SignalDrain:
     # -- the signal -----------------------------------------------------------------------------------
     def _on_signal(self, sig: int, frame: Any) -> None:
         if self._draining:
+            if sig in self._default:
+                # Not an impatient user: a process manager terminating again (multiprocessing's exit
+                # handler terminates daemonic children a second time). The drain is bounded anyway.
+                return
             self._hand_over(sig, frame)  # a second signal: stop now
             return
         self._draining = True
@@ -125,12 +151,22 @@ class SignalDrain:
             logger.warning("%d request(s) still running after shutdown_grace; answering them 503", len(pool.calls))
             for call in list(pool.calls.values()):
                 pool.cancel(call, ServiceUnavailable("the server is shutting down"))
-        if not self._handed_over:
-            self._hand_over(sig, frame)
+        if self._handed_over:
+            return
+        if sig in self._default:
+            # No handler to hand over to: the host stops the app its own way (closing the listener,
+            # finishing responses, the lifespan's stop); die of the signal after that, or after a bound.
+            self._doomed = sig
+            self._death = asyncio.get_running_loop().call_later(SHUTDOWN_MARGIN, self._hand_over, sig, frame)
+            return
+        self._hand_over(sig, frame)
 
     def _hand_over(self, sig: int, frame: Any) -> None:
         """Run the host's handler for ``sig`` (or, if we only stand in front of the other signal's, that one)."""
         self._handed_over = True
+        if sig in self._default:
+            _die_of(sig)
+            return
         previous: Callable[..., Any] | None = self._previous.get(sig)
         handle = self._loop_handles.get(sig)
         if previous is None and handle is None:  # only the other signal's handler is ours to call
@@ -140,3 +176,9 @@ class SignalDrain:
             previous(sig, frame)
         elif handle is not None:
             handle._run()
+
+
+def _die_of(sig: int) -> None:
+    """What the default disposition of ``sig`` does: end the process by that signal."""
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
