@@ -50,11 +50,12 @@ def build_authorizer(api: Any) -> ASGIApp:
 class Authorized:
     """Wraps an ASGI endpoint: the request reaches ``inner`` only if ``authorize`` lets it through."""
 
-    def __init__(self, inner: ASGIApp, api: Any) -> None:
-        self.inner = inner
+    def __init__(self, inner: ASGIApp | None, api: Any) -> None:
+        self.inner = inner  # None: used only for ``check`` (the MCP endpoint)
         self.checker = build_authorizer(api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.inner is not None
         if scope["type"] != "http":
             await self.inner(scope, receive, send)
             return

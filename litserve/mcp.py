@@ -14,6 +14,7 @@ This is a small JSON-RPC implementation of the parts of MCP a tool server needs 
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import json
 import logging
@@ -27,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .auth import Authorized, has_authorize
 from .errors import RequestError, RequestTimeout
 
 logger = logging.getLogger("litserve")
@@ -85,6 +87,7 @@ class ToolTarget:
         self.pool = pool
         self.timeout = timeout
         self.tool = api.mcp.tool(api, api_path)
+        self.authorizer = Authorized(None, api) if has_authorize(api) else None
         params = list(inspect.signature(api.decode_request).parameters)
         self.argument = params[0] if params else None
 
@@ -94,10 +97,15 @@ class ToolTarget:
         return pydantic_core.to_json(arguments)
 
 
-def mcp_routes(targets: Sequence[ToolTarget]) -> list[Route]:
-    """``/mcp`` and ``/mcp/`` for the tools in ``targets`` (none if there are none)."""
+def mcp_routes(targets: Sequence[ToolTarget], api_key: str | None = None) -> list[Route]:
+    """``/mcp`` and ``/mcp/`` for the tools in ``targets`` (none if there are none).
+
+    The endpoint is guarded like the model route: ``X-API-Key`` when the server has a key, and each
+    API's ``authorize`` before a call of its tool.
+    """
     if not targets:
         return []
+    key = api_key.encode() if api_key else None
     by_name = {t.tool["name"]: t for t in targets}
     if len(by_name) != len(targets):
         raise ValueError("two MCP tools have the same name; give one MCP(name=...)")
@@ -105,6 +113,10 @@ def mcp_routes(targets: Sequence[ToolTarget]) -> list[Route]:
     async def endpoint(request: Request) -> Response:
         if request.method != "POST":
             return Response(status_code=405, headers={"allow": "POST"})
+        if key is not None:
+            given = request.headers.get("x-api-key")
+            if given is None or not hmac.compare_digest(given.encode("latin-1", "replace"), key):
+                return JSONResponse({"detail": "missing or invalid X-API-Key header"}, status_code=401)
         try:
             message = json.loads(await request.body())
         except ValueError as exc:
@@ -136,6 +148,10 @@ def mcp_routes(targets: Sequence[ToolTarget]) -> list[Route]:
             target = by_name.get(params.get("name"))
             if target is None:
                 return _rpc_error(rid, _INVALID_PARAMS, f"unknown tool {params.get('name')!r}")
+            if target.authorizer is not None:
+                rejection = await target.authorizer.check(request.scope)
+                if rejection is not None:  # authorize refused: its answer, as it would be on the model route
+                    return _replay(rejection)
             return _rpc_result(rid, await _call(target, params.get("arguments") or {}))
         return _rpc_error(rid, _METHOD_NOT_FOUND, f"method {method!r} not found")
 
@@ -166,6 +182,13 @@ async def _call(target: ToolTarget, arguments: Any) -> dict[str, Any]:
         return {"content": [{"type": "text", "text": exc.body().decode()}], "isError": True}
     except Exception as exc:
         return {"content": [{"type": "text", "text": f"{type(exc).__name__}: {exc}"}], "isError": True}
+
+
+def _replay(messages: list[Any]) -> Response:
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in start.get("headers", []) if k != b"content-length"}
+    return Response(body, status_code=start["status"], headers=headers)
 
 
 def _rpc_result(rid: Any, result: Any) -> Response:

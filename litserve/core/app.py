@@ -83,7 +83,7 @@ class LitApp(Starlette):
             Route("/info", self._info_route, methods=["GET"]),
             Route("/metrics", self._metrics_route, methods=["GET"]),
             Route("/openapi.json", self._openapi_route, methods=["GET"]),
-            *mcp_routes(tools),
+            *mcp_routes(tools, settings.api_key),
         ]
         super().__init__(routes=routes, lifespan=self._lifespan)
         self.extras.install(self)  # middlewares=, and the apps loggers mount

@@ -100,3 +100,22 @@ def test_decode_request_annotated_with_request_gets_the_parsed_body(tmp_path):
         assert r.status_code == 200 and r.json() == {"output": 40}
         form = httpx.post(proc.url + "/predict", data={"input": "ab"})  # a form: request["input"] is a str
         assert form.status_code == 200 and form.json() == {"output": "ab" * 10}
+
+
+def test_mcp_endpoint_is_guarded_like_the_model_route(tmp_path):
+    with serve_file("mcp_guarded.py", tmp_path, env={"LIT_SERVER_API_KEY": "k1"}) as proc:
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "add", "arguments": {"request": {"values": [1, 2]}}},
+        }
+        assert httpx.post(proc.url + "/mcp/", json=call).status_code == 401  # no key
+        refused = httpx.post(proc.url + "/mcp/", json=call, headers={"X-API-Key": "k1"})
+        assert refused.status_code == 403 and refused.json() == {"detail": "unknown tenant"}  # authorize
+        ok = httpx.post(proc.url + "/mcp/", json=call, headers={"X-API-Key": "k1", "X-Tenant": "acme"})
+        assert ok.status_code == 200 and json.loads(ok.json()["result"]["content"][0]["text"]) == {"sum": 3.0}
+        listed = httpx.post(
+            proc.url + "/mcp/", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers={"X-API-Key": "k1"}
+        )
+        assert listed.json()["result"]["tools"][0]["description"] == "Adds numbers."  # the class docstring
