@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 from serving import serve_file
+
+pytestmark = pytest.mark.slow  # each test serves a file in a subprocess
 
 
 def test_context_dict_is_shared_by_the_hooks_of_one_request(tmp_path):

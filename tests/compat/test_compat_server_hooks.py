@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from serving import serve_file
 from support.poll import wait_for
+
+pytestmark = pytest.mark.slow  # each test serves a file in a subprocess
 
 
 def test_health_answers_plain_ok_and_consults_the_api(tmp_path):
