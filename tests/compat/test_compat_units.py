@@ -115,3 +115,28 @@ def test_log_dispatcher_feeds_every_logger_off_the_caller_thread():
     assert [(k, v) for k, v, _ in seen][:2] == [("a", 1), ("b", {"x": [1, 2]})]
     assert seen[2][0] == "c" and seen[2][1].startswith("<object object")
     assert {name for _, _, name in seen} == {"litserve-loggers"}
+
+
+def test_max_size_middleware_refuses_large_bodies():
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from litserve.middlewares import MaxSizeMiddleware
+
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"size": len(await request.body())})
+
+    app = Starlette(routes=[Route("/", echo, methods=["POST"])])
+    app.add_middleware(MaxSizeMiddleware, max_size=10)
+    with TestClient(app) as client:
+        assert client.post("/", content=b"x" * 10).json() == {"size": 10}
+        assert client.post("/", content=b"x" * 11).status_code == 413
+
+        def chunks():
+            yield b"x" * 6
+            yield b"x" * 6
+
+        assert client.post("/", content=chunks()).status_code == 413  # no Content-Length: counted as it streams
