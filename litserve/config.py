@@ -46,6 +46,8 @@ class SettingsArgs(TypedDict, total=False):
     middlewares: Sequence[Any] | None
     callbacks: Any
     loggers: Any
+    hung_grace: float | bool | None
+    heartbeat_timeout: float | bool | None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,12 @@ class Settings:
         middlewares: ASGI middlewares around the app: classes, or ``(class, kwargs)`` tuples (LitServe's form).
         callbacks: ``ls.Callback`` instances (one, or a list); see docs/migrating.md.
         loggers: ``ls.Logger`` instances (one, or a list) receiving ``LitAPI.log(key, value)``.
+        hung_grace: seconds a request may keep its worker busy after its ``timeout`` passed; then the
+            worker counts as hung and is killed and replaced (its model is loaded again). ``None``
+            (or ``False``) never does; without a ``timeout`` it never applies either.
+        heartbeat_timeout: seconds a busy worker may go without a heartbeat (sent from a thread of
+            its own every quarter of this) before it is killed and replaced: a stopped process, or a
+            call that holds the GIL and never returns. ``None`` (or ``False``) turns it off.
     """
 
     accelerator: str = "auto"
@@ -86,6 +94,8 @@ class Settings:
     middlewares: tuple[Any, ...] = ()
     callbacks: tuple[Any, ...] = ()
     loggers: tuple[Any, ...] = ()
+    hung_grace: float | None = 30.0
+    heartbeat_timeout: float | None = 30.0
 
     @classmethod
     def build(cls, **given: Any) -> Settings:
@@ -137,6 +147,15 @@ def _timeout(name: str, value: Any) -> float | None:
         return _number(name, value, low=0, strict=True)
     except ConfigurationError:
         raise ConfigurationError(f"timeout must be a number of seconds > 0, or None/False, got {value!r}") from None
+
+
+def _optional_seconds(name: str, value: Any) -> float | None:
+    if value is None or value is False:
+        return None
+    try:
+        return _number(name, value, low=0, strict=True)
+    except ConfigurationError:
+        raise ConfigurationError(f"{name} must be a number of seconds > 0, or None/False, got {value!r}") from None
 
 
 def _path(name: str, value: Any) -> str:
@@ -211,6 +230,8 @@ _CHECKS = {
     "middlewares": _objects,
     "callbacks": _objects,
     "loggers": _objects,
+    "hung_grace": _optional_seconds,
+    "heartbeat_timeout": _optional_seconds,
 }
 _FIELDS = frozenset(_CHECKS)
 assert _FIELDS == {f.name for f in dataclasses.fields(Settings)}, "every setting has exactly one check"

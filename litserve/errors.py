@@ -12,7 +12,8 @@
         ├── UnsupportedMediaType    415  a form posted to an API whose decode_request takes a JSON model
         ├── ValidationFailed        422  the body does not match the pydantic model (names the field)
         ├── ServiceUnavailable      503  queue full, draining, or no worker can serve (has Retry-After)
-        │   └── WorkerDied          503  the worker running the request exited
+        │   └── WorkerDied          503  the worker streaming the request exited (a stream is not retried)
+        ├── PoisonRequest           500  two workers exited running this request (or its body did that before)
         ├── RequestTimeout          504  the request's timeout passed before its response
         └── ClientDisconnected      499  the client left; nothing is sent (the status is for logs/metrics)
 
@@ -103,7 +104,20 @@ class ServiceUnavailable(RequestError):
 
 
 class WorkerDied(ServiceUnavailable):
-    """The worker running this request exited before answering; it is being replaced."""
+    """The worker running this request exited before answering; it is being replaced.
+
+    A request whose worker exits is retried once on another worker (see ``PoisonRequest``); this
+    is what a stream that already sent part of its answer gets, since running it again would repeat it.
+    """
+
+
+class PoisonRequest(RequestError):
+    """The worker running this request exited, and so did the one it was retried on; it is not retried again.
+
+    Its body's fingerprint is remembered, so the same body is refused at once from then on.
+    """
+
+    status = 500
 
 
 class RequestTimeout(RequestError):

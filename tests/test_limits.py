@@ -105,19 +105,26 @@ def test_full_queue_answers_503_with_retry_after_and_recovers(limited, tmp_path)
 
 def test_a_burst_in_one_loop_turn_is_not_refused_while_a_worker_has_room(limited):
     """Regression: requests submitted in the same event-loop turn all sat in the queue until the
-    deferred dispatch ran, so the third of a burst got "queue is full" from an idle server."""
+    deferred dispatch ran, so the third of a burst got "queue is full" from an idle server. With one
+    worker (one run slot) and max_queue_size=2, a burst of 3 fits (1 starts, 2 wait); a 4th does not."""
     import asyncio
+
+    from litserve.errors import ServiceUnavailable
 
     app, server, client = limited
     assert app.settings.max_queue_size == 2
 
-    async def burst() -> list[int]:
-        calls = [
-            app.pool.submit(json.dumps({"op": "echo", "value": i}).encode(), f"burst-{i}".encode()) for i in range(6)
-        ]
-        return [(await c.future)[0] for c in calls]
+    async def burst(n: int) -> list[int]:
+        calls = []
+        for i in range(n):
+            try:
+                calls.append(app.pool.submit(json.dumps({"op": "echo", "value": i}).encode(), f"burst-{i}".encode()))
+            except ServiceUnavailable:
+                calls.append(None)
+        return [(await c.future)[0] if c is not None else 503 for c in calls]
 
-    assert asyncio.run_coroutine_threadsafe(burst(), app.pool._loop).result(20) == [200] * 6
+    assert asyncio.run_coroutine_threadsafe(burst(3), app.pool._loop).result(20) == [200] * 3
+    assert asyncio.run_coroutine_threadsafe(burst(4), app.pool._loop).result(20) == [200] * 3 + [503]
 
 
 # -- body limits ------------------------------------------------------------------------------------------

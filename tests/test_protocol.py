@@ -20,7 +20,10 @@ def test_header_is_version_then_kind():
 
 
 def test_kinds_are_distinct_letters_and_terminal_kinds_are_result_and_end():
-    letters = [P.REQUEST, P.CANCEL, P.STOP, P.READY, P.FAILED, P.RESULT, P.CHUNK, P.END, P.LOG]
+    letters = [
+        *(P.REQUEST, P.CANCEL, P.STOP, P.REVOKE),
+        *(P.READY, P.FAILED, P.RESULT, P.CHUNK, P.END, P.LOG, P.REVOKED, P.HEARTBEAT),
+    ]
     assert len(set(letters)) == len(letters) == len(P.KINDS)
     assert all(chr(k).isalpha() for k in letters)
     assert P.TERMINAL == {P.RESULT, P.END}

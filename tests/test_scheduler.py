@@ -184,7 +184,7 @@ def test_remove_worker_returns_what_it_ran_and_leaves_the_rest():
     dispatches, _ = h.schedule()
     held = dict(dispatches)
     assert sorted(held) == ["a", "b"] and h.s.queued == 2
-    lost = h.s.remove_worker("a")
+    lost = [j.rid for j in h.s.remove_worker("a")]
     assert sorted(lost) == sorted(held["a"])
     assert all(h.jobs[r].state == DROPPED for r in lost)
     assert all(not h.s.holds(r, "a") and not h.s.complete(r, "a") for r in lost)
@@ -293,12 +293,175 @@ def test_cancelled_jobs_behind_a_stuck_one_do_not_pile_up():
     assert _residue(h.s) <= 64
 
 
-@settings(max_examples=150, deadline=None)
-@given(ops=st.lists(st.tuples(st.sampled_from("sqcdwrt"), st.integers(0, 10**6)), max_size=120))
-def test_invariants_under_random_events(ops):
-    h = Harness(max_batch_size=3, batch_timeout=0.05, max_queue_size=10)
+# -- dispatch by free run slots, revocable prefetch, the queue bound ----------------------------------
+
+
+def test_a_sync_worker_is_sent_only_what_it_can_start_and_the_rest_waits_for_whoever_frees_first():
+    """Head-of-line blocking, as a policy: one long request on "a" never holds the short ones."""
+    h = Harness()
+    h.s.add_worker("a", 1)
+    h.s.add_worker("b", 1)
+    h.submit(4)  # 1 is long, 2..4 short
+    assert sorted(h.schedule()[0]) == [("a", [1]), ("b", [2])]
+    assert h.s.queued == 2 and h.s.waiting == 2
+    for rid in (3, 4):  # b frees again and again while a is still on request 1
+        assert h.s.complete(rid - 1, "b")
+        assert h.schedule()[0] == [("b", [rid])]
+    assert h.s.holds(1, "a") and h.s.queued == 0
+
+
+def test_prefetched_jobs_count_against_the_queue_bound():
+    h = Harness(max_queue_size=2)
+    h.s.add_worker("a", 1, prefetch=1)
+    h.submit(2)
+    assert h.schedule()[0] == [("a", [1]), ("a", [2])]  # 1 runs, 2 is held behind it
+    assert h.s.queued == 0 and h.s.waiting == 1
+    h.submit(1)
+    assert h.s.waiting == 2
+    assert not h.s.submit(Job(100, b"", b"", 0.0))  # 2 and 3 have not started: the bound is reached
+    assert h.s.complete(1, "a")  # 2 starts
+    assert h.s.waiting == 1
+    assert h.s.submit(Job(101, b"", b"", 0.0))
+
+
+def test_a_held_job_is_revoked_for_an_idle_worker_and_starts_there():
+    h = Harness()
+    h.s.add_worker("a", 1, prefetch=1)
+    h.submit(2)
+    assert h.schedule()[0] == [("a", [1]), ("a", [2])]
+    assert h.s.revocations() == []  # nobody idle
+    h.s.add_worker("b", 1)
+    assert h.schedule()[0] == []
+    assert h.s.revocations() == [("a", [2])]
+    assert h.s.revocations() == []  # already on its way back
+    assert h.s.revoked(2, "a")
+    assert not h.s.revoked(2, "a")
+    assert h.jobs[2].state == QUEUED
+    assert h.schedule()[0] == [("b", [2])]
+    assert h.s.waiting == 0
+
+
+def test_a_revoke_that_arrives_after_the_job_started_changes_nothing():
+    h = Harness()
+    h.s.add_worker("a", 1, prefetch=1)
+    h.submit(2)
+    h.schedule()
+    h.s.add_worker("b", 1)
+    assert h.s.revocations() == [("a", [2])]
+    assert h.s.complete(1, "a")  # the worker finished 1 and started 2 before it read the REVOKE
+    assert h.s.waiting == 0 and h.s.holds(2, "a")
+    assert h.s.complete(2, "a")
+    assert h.s.workers["a"].busy == 0 and h.s.in_flight == 0
+
+
+def test_prefetch_takes_only_full_batches():
+    h = Harness(max_batch_size=2)
+    h.s.add_worker("a", 1, prefetch=1)
+    h.submit(3)
+    assert h.schedule()[0] == [("a", [1, 2])]  # job 3 alone is a partial batch: it waits here
+    h.submit(1)
+    assert h.schedule()[0] == [("a", [3, 4])]
+
+
+def test_a_dead_workers_held_jobs_go_back_to_the_front_without_penalty():
+    h = Harness()
+    h.s.add_worker("a", 1, prefetch=1)
+    h.submit(3)
+    assert h.schedule()[0] == [("a", [1]), ("a", [2])]
+    running = h.s.remove_worker("a")
+    assert [j.rid for j in running] == [1]
+    assert h.jobs[2].state == QUEUED and not h.jobs[2].retried
+    assert h.s.waiting == 2 and h.s.queued == 2
+    h.s.retry(running)
+    assert h.jobs[1].retried
+    h.s.add_worker("b", 1, prefetch=1)
+    assert h.schedule()[0] == [("b", [1]), ("b", [2])]
+
+
+def test_a_retried_job_runs_alone_so_its_batch_neighbours_are_not_lost_with_it_again():
+    h = Harness(max_batch_size=4)
+    h.s.add_worker("a", 1)
+    h.submit(3)
+    assert h.schedule()[0] == [("a", [1, 2, 3])]
+    h.s.retry(h.s.remove_worker("a"))
+    h.s.add_worker("b", 1)
+    assert h.schedule()[0] == [("b", [1])]
+    assert h.s.complete(1, "b")
+    assert h.schedule()[0] == [("b", [2])]
+
+
+def test_hung_by_timeout_counts_from_the_batch_start_and_a_stream_chunk_resets_it():
+    h = Harness(timeout=2.0, hung_grace=1.0)
+    h.s.add_worker("a", 1, prefetch=1)
+    h.submit(2)
+    h.schedule()
+    assert h.s.overdue(0.0) == ([], 3.0)
+    assert h.s.overdue(2.9)[0] == []
+    assert h.s.overdue(3.0)[0] == [("a", "a request still running 1s after its 2s timeout")]
+    assert h.s.progress(1, "a", 2.5)  # a chunk at 2.5: the next is due by 4.5
+    assert h.s.overdue(3.0) == ([], 5.5)
+    h.now = 10.0
+    assert h.s.complete(1, "a", now=10.0)  # job 2 starts only now, long after its own timeout
+    assert h.s.overdue(10.5) == ([], 11.0)  # it gets hung_grace from its start, not zero
+
+
+def test_hung_by_heartbeat_only_while_busy():
+    h = Harness(heartbeat_timeout=5.0)
+    h.s.add_worker("a", 1, now=0.0)
+    assert h.s.overdue(100.0) == ([], None)  # idle: nothing to watch
+    h.now = 100.0
+    h.submit(1)
+    h.schedule()
+    assert h.s.overdue(104.0) == ([], 105.0)
+    h.s.beat("a", 104.0)
+    assert h.s.overdue(108.0) == ([], 109.0)
+    assert h.s.overdue(109.0)[0] == [("a", "no heartbeat for 5s while busy")]
+
+
+# -- the invariants, under random events ------------------------------------------------------------
+
+
+def _check_invariants(h: Harness, live: dict[int, str], wake: float | None, bound: int) -> None:
+    s = h.s
+    queued = [j for j in s._queue if j.state == QUEUED]
+    assert s.queued == len(queued) == len({j.rid for j in queued})
+    if s.queued == 0:
+        assert _residue(s) == 0
+    assert s.in_flight == len(live)
+    # 2. no request is on two workers, nor both queued and on a worker
+    seen: set[int] = set()
+    held = 0
+    for slots in s.workers.values():
+        assert 0 <= slots.busy <= slots.capacity
+        for i, batch in enumerate(slots.batches):
+            open_rids = [r for r in batch.rids if live.get(r) == slots.name]
+            assert not seen & set(open_rids)
+            seen.update(open_rids)
+            if i >= slots.run_slots:
+                held += len(batch.rids)
+    assert seen == set(live) and not seen & {j.rid for j in queued}
+    # 3. every accepted job that has not started counts against the bound
+    assert s.waiting == s.queued + held
+    retried = sum(1 for j in queued if j.retried)
+    assert s.waiting <= bound + retried
+    # 1. while a request waits, no worker that could run it is idle
+    if any(w.can_start for w in s.workers.values()):
+        assert s.queued == 0 or wake is not None
+        for slots in s.workers.values():
+            assert all(b.revoking for b in slots.held())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    batch=st.sampled_from([1, 3]),
+    ops=st.lists(st.tuples(st.sampled_from("sssqcdwrtvb"), st.integers(0, 10**6)), max_size=150),
+)
+def test_invariants_under_random_events(batch, ops):
+    h = Harness(max_batch_size=batch, batch_timeout=0.05, max_queue_size=10)
     workers: list[str] = []
     live: dict[int, str] = {}  # dispatched rid -> worker, as the app tracks them
+    revoking: dict[int, str] = {}  # REVOKE sent, no answer yet
+    started: dict[int, int] = {}  # rid -> times it was dispatched to a run slot... or held
     n_workers = 0
     for op, x in ops:
         if op == "s":
@@ -309,38 +472,50 @@ def test_invariants_under_random_events(ops):
         elif op == "q" and h.jobs:  # cancel something, whatever its state
             rid = list(h.jobs)[x % len(h.jobs)]
             h.cancel(rid)
-        elif op == "d" and live:  # a worker replies
+        elif op == "d" and live:  # a worker replies (a held job it reached, or a running one)
             rid = list(live)[x % len(live)]
-            assert h.s.complete(rid, live.pop(rid))
+            assert h.s.complete(rid, live.pop(rid), now=h.now)
+            revoking.pop(rid, None)
+        elif op == "v" and revoking:  # a worker gives back a job it had not started
+            rid = list(revoking)[x % len(revoking)]
+            worker = revoking.pop(rid)
+            if live.get(rid) == worker:
+                assert h.s.revoked(rid, worker, now=h.now)
+                del live[rid]
         elif op == "w":
             n_workers += 1
             name = f"w{n_workers}"
-            h.s.add_worker(name, 1 + x % 3)
+            if x % 2:
+                h.s.add_worker(name, 1, prefetch=1)  # a sync worker with a prefetch slot
+            else:
+                h.s.add_worker(name, 1 + x % 3)  # an async worker: several run slots
             workers.append(name)
         elif op == "r" and workers:
             name = workers.pop(x % len(workers))
-            lost = set(h.s.remove_worker(name))
-            assert lost == {r for r, w in live.items() if w == name}
-            for r in lost:
+            lost = h.s.remove_worker(name)
+            mine = {r for r, w in live.items() if w == name}
+            assert {j.rid for j in lost} <= mine
+            for r in mine:
                 del live[r]
+                revoking.pop(r, None)
+            h.s.retry([job for job in lost if not job.retried and x % 3])
         elif op == "t":
             h.now += (x % 100) / 1000
+        elif op == "b" and workers:
+            h.s.beat(workers[x % len(workers)], h.now)
         dispatches, wake = h.s.schedule(h.now)
         for worker, jobs in dispatches:
-            assert 1 <= len(jobs) <= 3
+            assert 1 <= len(jobs) <= batch
             for job in jobs:
                 assert job.state == DISPATCHED and job.rid not in live
                 live[job.rid] = worker
+                started[job.rid] = started.get(job.rid, 0) + 1
+        for worker, rids in h.s.revocations():
+            for rid in rids:
+                assert live[rid] == worker
+                revoking[rid] = worker
         if wake is not None:
             assert wake > h.now
-        # invariants
-        queued = [j for j in h.s._queue if j.state == QUEUED]
-        assert h.s.queued == len(queued) == len({j.rid for j in queued})
-        assert h.s.queued <= 10
-        if h.s.queued == 0:
-            assert _residue(h.s) == 0
-        assert h.s.in_flight == len(live)
-        for slots in h.s.workers.values():
-            assert 0 <= slots.busy <= slots.capacity
-        if h.s.queued and wake is None and h.s.workers:
-            assert all(s.free == 0 for s in h.s.workers.values())
+        _check_invariants(h, live, wake, 10)
+        hung, next_at = h.s.overdue(h.now)
+        assert next_at is None or next_at > h.now

@@ -204,3 +204,34 @@ def test_stop_lets_received_work_finish_first(loop):
     assert got[1][1] == 200 and got[2] == (P.RESULT, 200, b'{"echo":2}')
     loop.thread.join(5)
     assert not loop.thread.is_alive()
+
+
+def _next_message(loop: Loop, timeout: float = 5.0) -> tuple[int, list[P.Item]]:
+    assert loop.router.poll(int(timeout * 1000)), "no message from the worker loop"
+    identity, *frames = loop.router.recv_multipart()
+    return P.decode(frames)
+
+
+def test_revoke_gives_back_a_held_request_that_has_not_started(loop):
+    loop.request(1, {"op": "block"})
+    assert loop.api.entered.wait(5)
+    loop.request(2, {"value": "held"})
+    loop.send(*P.encode(P.REVOKE, [(2, 0, b"")]))
+    loop.api.release.set()
+    # The loop reads messages between requests: 1 finishes, then the REVOKE is read before 2 starts.
+    kind, items = _next_message(loop)
+    assert kind == P.RESULT and [(it.rid, it.status) for it in items] == [(1, 200)]
+    kind, items = _next_message(loop)
+    assert kind == P.REVOKED and [it.rid for it in items] == [2]
+    assert [c.get("value") for c in loop.api.calls] == [None]  # the given-back request never ran here
+    assert loop.nothing_more()
+    assert not loop.runner.known
+
+
+def test_revoke_of_a_request_that_started_is_ignored(loop):
+    loop.request(1, {"op": "block"})
+    assert loop.api.entered.wait(5)
+    loop.send(*P.encode(P.REVOKE, [(1, 0, b"")]))
+    loop.api.release.set()
+    assert loop.replies(1)[1][:2] == (P.RESULT, 200)  # it ran to the end; no REVOKED for it
+    assert loop.nothing_more()

@@ -49,6 +49,10 @@ class LitApp(Starlette):
             startup_timeout=settings.startup_timeout,
             metrics=self.metrics,
             log_level=settings.log_level,
+            timeout=settings.timeout,
+            hung_grace=settings.hung_grace,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            shutdown_grace=settings.shutdown_grace,
         )
         self.extras = ServerHooks(settings.callbacks, settings.loggers, settings.middlewares)
         self.extras.attach(api, self.pool)
@@ -94,8 +98,9 @@ class LitApp(Starlette):
         await self.pool.ensure_started()
 
     async def stop(self) -> None:
-        """Let in-flight requests finish (``shutdown_grace``), then stop the workers."""
-        await self.pool.stop(self.settings.shutdown_grace)
+        """Let in-flight requests finish, then stop the workers: all within ``shutdown_grace`` from
+        the first drain or stop (the pool owns that one deadline)."""
+        await self.pool.stop()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[LitApp]:

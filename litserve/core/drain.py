@@ -153,7 +153,7 @@ class SignalDrain:
 
     async def _drain_then_hand_over(self, sig: int, frame: Any) -> None:
         pool = self.app.pool
-        if not await pool.wait_idle(self.app.settings.shutdown_grace):
+        if not await pool.wait_idle():  # by the drain's deadline (shutdown_grace from app.drain()); stop keeps it
             logger.warning("%d request(s) still running after shutdown_grace; answering them 503", len(pool.calls))
             for call in list(pool.calls.values()):
                 pool.cancel(call, ServiceUnavailable("the server is shutting down"))

@@ -54,7 +54,14 @@ class Metrics:
         self.disconnects = Counter(
             "litserve_disconnects", "Requests whose client left before the response.", registry=reg
         )
-        self.restarts = Counter("litserve_worker_restarts", "Workers started again after one exited.", registry=reg)
+        self.restarts = Counter(
+            "litserve_worker_restarts",
+            "Workers replaced, by why the old one went: crash, hung (killed by the server), exit, setup (failed).",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in ("crash", "hung", "exit", "setup"):
+            self.restarts.labels(reason)  # every reason shows, at 0, from the start
         self.queue_depth = Gauge(
             "litserve_queue_depth", "Requests waiting for a worker.", registry=reg, multiprocess_mode="livesum"
         )

@@ -1,54 +1,61 @@
-"""The app's side of the worker pool: the ROUTER socket, the calls waiting on it, the scheduler.
+"""The app's side of the worker pool: calls waiting for replies, the scheduler, the stop sequence.
 
-Everything here runs on the app's event loop, in callbacks, with no task of its own: the socket's
-file descriptor is registered with the loop, and when it turns readable every message waiting is
-read at once (ZeroMQ signals edge-triggered, so we always drain until EVENTS says empty, and check
-again after sending). That is what ``zmq.asyncio`` does internally, minus a future per message; on
-the request path that difference is measurable.
+Everything here runs on the app's event loop, in callbacks, with no task of its own. The ZeroMQ
+socket is a ``Router`` (core/router.py); which request goes where is the ``Scheduler``'s decision
+(core/scheduler.py, pure); processes and the READY handshake are the ``Supervisor``'s
+(core/supervisor.py). What is left here is the glue and the policies that need all three:
 
-A request is a ``Call``: submitted, it becomes a scheduler ``Job``; the scheduler decides when it is
-sent and to whom; replies are matched by request id and, only if they come from the worker that
-holds that id, resolve the call.
+- a request is a ``Call``: submitted, it becomes a scheduler ``Job``; replies are matched by request
+  id and, only if they come from the worker that holds that id, resolve the call;
+- a worker that dies: requests it only held go back to the queue without penalty; a request it was
+  running is retried once on another worker (running alone), and if that worker dies too, it is
+  answered 500 and its body's fingerprint is remembered, so a repeat of it is refused at once
+  instead of killing a third worker (a *poison request* costs only itself);
+- a worker that looks hung (``Scheduler.overdue``) is killed and replaced like a crashed one;
+- stop has one owner and one deadline: ``begin_drain(grace)`` fixes the deadline, ``stop()``
+  finishes by it (plus at most ``REAP_SECONDS`` to reap workers killed at the deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import hashlib
 import itertools
-import json
 import logging
-import shutil
-import tempfile
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-import zmq
-
 from ..api import LitAPI
-from ..errors import RequestError, ServiceUnavailable, WorkerDied
+from ..errors import PoisonRequest, RequestError, ServiceUnavailable, WorkerDied
 from . import protocol as P
 from .metrics import Metrics
+from .router import Router
 from .scheduler import Job, Scheduler
+from .states import ExitReason, PoolState
 from .stepper import stepwise
-from .supervisor import READY, Supervisor, WorkerHandle
+from .supervisor import Supervisor, WorkerHandle
 
 logger = logging.getLogger("litserve")
 
-# Plain ints: pyzmq's enum constants cost a Python-level enum operation on every use.
-_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
-
-NEW, STARTING, RUNNING, DRAINING, STOPPED = "new", "starting", "running", "draining", "stopped"
+NEW, STARTING, RUNNING, DRAINING, STOPPED = (
+    PoolState.NEW,
+    PoolState.STARTING,
+    PoolState.RUNNING,
+    PoolState.DRAINING,
+    PoolState.STOPPED,
+)
 RETRY_START_AFTER = 30.0  # seconds before a failed start is tried again by the next request
+POISON_MEMORY = 1024  # fingerprints of request bodies that killed two workers, most recent kept
 
 
 class Call:
     """One request waiting for its worker's reply: a future for a unary call, a chunk queue for a stream."""
 
-    __slots__ = ("rid", "job", "future", "_chunks", "_waiter")
+    __slots__ = ("rid", "job", "future", "_chunks", "_waiter", "streamed")
 
     def __init__(self, rid: int, job: Job, stream: bool, loop: asyncio.AbstractEventLoop) -> None:
         self.rid = rid
@@ -56,6 +63,7 @@ class Call:
         self.future: asyncio.Future[tuple[int, bytes, bytes]] = loop.create_future()
         self._chunks: deque[tuple[int, int, bytes, bytes]] | None = deque() if stream else None
         self._waiter: asyncio.Future[None] | None = None
+        self.streamed = False  # a chunk reached it: it must not be run again
 
     def deliver(self, kind: int, status: int, payload: bytes, tag: bytes = b"") -> None:
         """A reply arrived: (status, payload, tag) for a unary call, the next item of a stream."""
@@ -63,6 +71,7 @@ class Call:
             if not self.future.done():
                 self.future.set_result((status, payload, tag))
             return
+        self.streamed = True
         self._chunks.append((kind, status, payload, tag))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -91,6 +100,16 @@ class Pool:
 
     ``start``/``stop`` bracket its life; ``ensure_started`` lets the first request start it when the
     app was mounted where no lifespan event arrives.
+
+    Args:
+        timeout: the request timeout; with ``hung_grace`` it decides when a worker counts as hung.
+        hung_grace: seconds a request may still run after its timeout before its worker is killed
+            and replaced (None: never).
+        heartbeat_timeout: seconds a busy worker may go without a heartbeat before it is killed and
+            replaced (None: no heartbeat).
+        shutdown_grace: the default grace of ``begin_drain``/``stop``.
+        prefetch: requests (batches) a ``def predict`` worker may hold, not started, behind the one
+            it runs; revocable. A batched API always gets one full batch.
     """
 
     def __init__(
@@ -102,35 +121,57 @@ class Pool:
         startup_timeout: float,
         metrics: Metrics,
         log_level: int = logging.INFO,
+        timeout: float | None = None,
+        hung_grace: float | None = None,
+        heartbeat_timeout: float | None = None,
+        shutdown_grace: float = 30.0,
+        prefetch: int = 0,
     ) -> None:
         self.api = api
         self.devices = devices
         self.metrics = metrics
         self.state = NEW
         # A continuous-batching worker takes requests one by one into its running batch.
-        batch_size = 1 if stepwise(api) else api.max_batch_size
-        self.scheduler = Scheduler(batch_size, api.batch_timeout, max_queue_size)
+        self.scheduler = Scheduler(
+            1 if stepwise(api) else api.max_batch_size,
+            api.batch_timeout,
+            max_queue_size,
+            timeout=timeout,
+            hung_grace=hung_grace,
+            heartbeat_timeout=heartbeat_timeout,
+        )
         self.calls: dict[int, Call] = {}
-        self._startup_timeout = startup_timeout
         self.log_level = log_level  # read when workers start: LitServer.run(log_level=) sets it
+        self.shutdown_grace = shutdown_grace
+        self._startup_timeout = startup_timeout
+        self._heartbeat_timeout = heartbeat_timeout
+        if stepwise(api):  # continuous batching: every request it holds is generating
+            self._run_slots, self._prefetch = api.max_batch_size, 0
+        elif api.is_async:
+            self._run_slots, self._prefetch = api.max_concurrency, 0
+        elif api.stream:
+            self._run_slots, self._prefetch = 1, 0
+        else:
+            self._run_slots, self._prefetch = 1, (1 if api.max_batch_size > 1 else prefetch)
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ctx: zmq.Context | None = None
-        self._sock: zmq.Socket | None = None
-        self._dir: str | None = None
+        self._router: Router | None = None
         self._supervisor: Supervisor | None = None
         self._starting: asyncio.Future[None] | None = None
-        self._drain_soon = False
         self._kicked = False
         # LitAPI.log entries from the workers go here (the loggers' queue); None drops them.
         self.on_log: Callable[[bytes], None] | None = None
         self._wake: asyncio.TimerHandle | None = None
         self._wake_at: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at: float | None = None
         self._idle: asyncio.Event | None = None
+        self._deadline: float | None = None  # when a drain/stop must be over (time.monotonic())
+        self._poison: OrderedDict[bytes, None] = OrderedDict()
         self.started_error: BaseException | None = None
         self._failed_at: float | None = None
         metrics.bind(
-            lambda: self.scheduler.queued, lambda: len(self.calls), lambda: self.ready_workers, lambda: self.capacity
+            lambda: self.scheduler.waiting, lambda: len(self.calls), lambda: self.ready_workers, lambda: self.capacity
         )
 
     # -- life -----------------------------------------------------------------------------------------
@@ -155,30 +196,18 @@ class Pool:
             return
         self.state = STARTING
         self._loop = loop = asyncio.get_running_loop()
-        self._ctx = zmq.Context()
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone worker raises instead of dropping
-        sock.setsockopt(zmq.SNDHWM, 0)  # the scheduler bounds what is in flight; never block here
-        sock.setsockopt(zmq.RCVHWM, 0)
-        if zmq.has("ipc"):
-            self._dir = tempfile.mkdtemp(prefix=P.SOCKET_DIR_PREFIX)  # 0700: only this user can connect
-            address = f"ipc://{self._dir}/pool.sock"
-            sock.bind(address)
-        else:
-            port = sock.bind_to_random_port("tcp://127.0.0.1")
-            address = f"tcp://127.0.0.1:{port}"
-        self._sock = sock
-        loop.add_reader(sock.FD, self._on_readable)
+        self._router = Router(loop, self._on_message, self._schedule)
         _live_pools.add(self)
         self._supervisor = Supervisor(
             self.api,
             self.devices,
-            address,
+            self._router.address,
             startup_timeout=self._startup_timeout,
             on_exit=self._on_worker_exit,
-            on_restart=self.metrics.restarts.inc,
+            on_ready=self._on_worker_ready,
+            on_restart=self._on_restart,
             log_level=self.log_level,
+            heartbeat_interval=self._heartbeat_timeout / 4 if self._heartbeat_timeout else None,
         )
         try:
             await self._supervisor.start()
@@ -187,6 +216,7 @@ class Pool:
             await self.stop(grace=0)
             # A lazily started pool (mounted app) tries again on a request after RETRY_START_AFTER.
             self.state = NEW
+            self._deadline = None
             self._failed_at = time.monotonic()
             self._starting = None
             raise
@@ -195,65 +225,61 @@ class Pool:
         for h in self._supervisor.workers.values():
             logger.info("%-10s %-8s pid %s", h.name, h.device, h.pid)
 
-    def begin_drain(self) -> None:
-        """Refuse new requests (503) while the ones in flight finish."""
+    def begin_drain(self, grace: float | None = None) -> None:
+        """Refuse new requests (503) while the ones in flight finish; the stop deadline starts now.
+
+        ``grace`` defaults to ``shutdown_grace``. A later ``stop()`` keeps this deadline, so draining
+        and stopping together take ``grace`` seconds, not twice that.
+        """
+        if self._deadline is None:
+            self._deadline = time.monotonic() + (self.shutdown_grace if grace is None else grace)
         if self.state in (NEW, STARTING, RUNNING):
             self.state = DRAINING
 
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no request is in flight, at most ``timeout`` seconds; True if it got there."""
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no request is in flight: at most ``timeout`` seconds, or by the drain deadline
+        when ``timeout`` is None. True if it got there."""
         if not self.calls:
             return True
+        if timeout is None:
+            timeout = self._deadline - time.monotonic() if self._deadline is not None else self.shutdown_grace
         self._idle = asyncio.Event()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout))
             return True
         except asyncio.TimeoutError:
             return False
 
-    async def stop(self, grace: float = 30.0) -> None:
-        """Let in-flight requests finish for up to ``grace`` seconds, then stop the workers."""
+    async def stop(self, grace: float | None = None) -> None:
+        """The one stop sequence: drain until the deadline, answer what is left 503, stop the workers.
+
+        The deadline is the drain's if one began, else now + ``grace`` (default ``shutdown_grace``).
+        Workers still running at the deadline are killed; the whole stop ends by the deadline plus
+        at most ``REAP_SECONDS``.
+        """
         if self.state == STOPPED:
             return
-        self.begin_drain()
-        if grace > 0:
-            await self.wait_idle(grace)
+        self.begin_drain(grace)
+        await self.wait_idle()
         self.state = STOPPED
         for call in list(self.calls.values()):
             call.fail(ServiceUnavailable("the server is shutting down"))
         self.calls.clear()
-        if self._wake is not None:
-            self._wake.cancel()
+        for timer in (self._wake, self._watchdog):
+            if timer is not None:
+                timer.cancel()
         if self._supervisor is not None:
-            await self._supervisor.stop(grace=max(grace, 1.0), send_stop=self._send_stop)
-        self._close_socket()
+            assert self._deadline is not None
+            await self._supervisor.stop(self._deadline, send_stop=self._send_stop)
+        if self._router is not None:
+            self._router.close()
         _live_pools.discard(self)
-
-    def _close_socket(self) -> None:
-        if self._sock is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                try:
-                    self._loop.remove_reader(self._sock.FD)
-                except Exception:  # the loop may already be shutting down
-                    pass
-            self._sock.close(linger=0)
-            self._sock = None
-        if self._ctx is not None:
-            self._ctx.term()
-            self._ctx = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
     def _kill_at_exit(self) -> None:
         if self._supervisor is not None:
             self._supervisor.kill_all_now()
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        if self._router is not None:
+            self._router.close()
 
     # -- requests -------------------------------------------------------------------------------------
     def submit(self, body: bytes, request_id: bytes) -> Call:
@@ -264,6 +290,10 @@ class Pool:
             )
         if self._supervisor is not None and self._supervisor.crash_looping:
             raise ServiceUnavailable("no worker is ready: workers keep failing to start", retry_after=5)
+        if self._poison and _fingerprint(body) in self._poison:
+            raise PoisonRequest(
+                "this request body already made two workers exit while running it; it is refused without running"
+            )
         rid = next(self._ids)
         job = Job(rid, body, request_id, time.monotonic())
         if not self.scheduler.submit(job):
@@ -271,7 +301,9 @@ class Pool:
             # free workers now, so only requests that really wait for a worker count against the limit.
             self._schedule()
             if not self.scheduler.submit(job):
-                raise ServiceUnavailable(f"the queue is full ({self.scheduler.max_queue_size} requests waiting)")
+                raise ServiceUnavailable(
+                    f"the queue is full ({self.scheduler.max_queue_size} requests waiting for a worker)"
+                )
         assert self._loop is not None
         call = Call(rid, job, self.api.stream, self._loop)
         self.calls[rid] = call
@@ -299,7 +331,8 @@ class Pool:
     def _schedule(self) -> None:
         self._kicked = False
         now = time.monotonic()
-        dispatches, wake_at = self.scheduler.schedule(now)
+        scheduler = self.scheduler
+        dispatches, wake_at = scheduler.schedule(now)
         if dispatches:
             wait = self.metrics.queue_wait
             size = self.metrics.batch_size
@@ -316,6 +349,10 @@ class Pool:
                 size.observe(len(jobs))
             for worker, frames in messages.items():
                 self._send(worker.encode(), frames)
+            self._arm_watchdog(now)
+        if self._prefetch:
+            for worker, rids in scheduler.revocations():
+                self._send(worker.encode(), P.encode(P.REVOKE, [(rid, 0, b"") for rid in rids]))
         if wake_at is not None and (self._wake_at is None or wake_at < self._wake_at):
             if self._wake is not None:
                 self._wake.cancel()
@@ -328,52 +365,45 @@ class Pool:
         self._schedule()
 
     def _send(self, identity: bytes, frames: list[bytes]) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        try:
-            sock.send_multipart([identity, *frames], _NOBLOCK)
-        except zmq.ZMQError as exc:
-            # The worker is gone (its death will be seen through its sentinel) or the socket closed.
-            logger.debug("send to %r failed: %s", identity, exc)
-        if not self._drain_soon and sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
-            # Sending may have consumed the readable edge: read what is waiting on the next turn.
-            self._drain_soon = True
-            assert self._loop is not None
-            self._loop.call_soon(self._on_readable)
+        if self._router is not None:
+            self._router.send(identity, frames)
 
     def _send_stop(self, handle: WorkerHandle) -> None:
         self._send(handle.identity, P.encode(P.STOP))
 
-    # -- receiving ------------------------------------------------------------------------------------
-    def _on_readable(self) -> None:
-        self._drain_soon = False
-        sock = self._sock
-        if sock is None:
+    # -- hung workers ---------------------------------------------------------------------------------
+    def _arm_watchdog(self, now: float) -> None:
+        """Check for hung workers when the next one could become overdue (nothing runs while idle)."""
+        _, next_at = self.scheduler.overdue(now)
+        if next_at is None or (self._watchdog_at is not None and self._watchdog_at <= next_at):
             return
-        got = False
-        try:
-            while sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
-                frames = sock.recv_multipart(_NOBLOCK)
-                got = True
-                try:
-                    self._on_message(frames)
-                except Exception:  # one bad message must never stop the receive loop
-                    logger.exception("dropped a message that could not be handled")
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EAGAIN:
-                logger.warning("receive failed: %s", exc)
-        if got:
-            self._schedule()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        assert self._loop is not None
+        self._watchdog_at = next_at
+        self._watchdog = self._loop.call_at(self._loop.time() + (next_at - now), self._on_watchdog)
 
-    def _on_message(self, frames: list[bytes]) -> None:
+    def _on_watchdog(self) -> None:
+        self._watchdog = self._watchdog_at = None
+        now = time.monotonic()
+        hung, _ = self.scheduler.overdue(now)
         supervisor = self._supervisor
-        handle = supervisor.by_identity(frames[0]) if supervisor is not None else None
+        if supervisor is not None and self.state != STOPPED:
+            for name, why in hung:
+                handle = supervisor.by_identity(name.encode())
+                if handle is not None:
+                    supervisor.kill(handle, ExitReason.HUNG, why)
+        self._arm_watchdog(now)
+
+    # -- receiving ------------------------------------------------------------------------------------
+    def _on_message(self, identity: bytes, frames: list[bytes]) -> None:
+        supervisor = self._supervisor
+        handle = supervisor.by_identity(identity) if supervisor is not None else None
         if handle is None:
             logger.warning("ignored a message from an unknown peer")
             return
         try:
-            kind, items = P.decode(frames[1:])
+            kind, items = P.decode(frames)
         except P.ProtocolError as exc:
             logger.warning("dropped a malformed message from %s: %s", handle.name, exc)
             return
@@ -389,45 +419,82 @@ class Pool:
                     call.deliver(kind, it.status, it.payload, it.tag)
             self._check_idle()
         elif kind == P.CHUNK:
+            now = time.monotonic()
             for it in items:
                 call = self.calls.get(it.rid)
-                if call is not None and scheduler.holds(it.rid, name):
+                if call is not None and scheduler.progress(it.rid, name, now):
                     call.deliver(kind, it.status, it.payload, it.tag)
-        elif kind == P.READY and items:
+        elif kind == P.REVOKED:
+            now = time.monotonic()
+            for it in items:
+                scheduler.revoked(it.rid, name, now)
+        elif kind == P.HEARTBEAT:
+            scheduler.beat(name, time.monotonic())
+        elif kind in (P.READY, P.FAILED):
             assert supervisor is not None
-            if handle.state != READY:
-                try:
-                    facts = json.loads(items[0].payload)
-                    logger.debug("%s reports %s", handle.name, facts)
-                except ValueError:
-                    pass
-                supervisor.mark_ready(handle, items[0].status)
-                if handle.state == READY:
-                    scheduler.add_worker(name, handle.capacity, sequential=not self.api.is_async)
+            supervisor.handshake(handle, kind, items)
         elif kind == P.LOG:
             if self.on_log is not None:
                 for it in items:
                     self.on_log(it.payload)
-        elif kind == P.FAILED and items:
-            assert supervisor is not None
-            try:
-                error = json.loads(items[0].payload).get("error", "setup failed")
-            except (ValueError, AttributeError):
-                error = "setup failed"
-            supervisor.mark_failed(handle, str(error))
         else:
             logger.warning("ignored a %r message from %s", chr(kind), handle.name)
 
+    def _on_worker_ready(self, handle: WorkerHandle) -> None:
+        self.scheduler.add_worker(
+            handle.identity.decode(), self._run_slots, prefetch=self._prefetch, now=time.monotonic()
+        )
+        if self.state == RUNNING:
+            self._kick()
+
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
-        # A sync worker runs what it holds in order: only its oldest batch was running.
-        lost = self.scheduler.remove_worker(handle.identity.decode(), retry_waiting=not self.api.is_async)
-        for rid in lost:
-            call = self.calls.pop(rid, None)
-            if call is not None:
-                call.fail(WorkerDied(f"{handle.name} on {handle.device} exited while running this request"))
+        """Held requests went back to the queue (scheduler); decide for the ones it was running."""
+        running = self.scheduler.remove_worker(handle.identity.decode())
+        retry: list[Job] = []
+        for job in running:
+            call = self.calls.get(job.rid)
+            if call is None:
+                continue  # cancelled already
+            request_id = job.tag.decode("ascii", "replace")
+            if call.streamed:  # part of its answer went out: running it again would repeat it
+                self.calls.pop(job.rid)
+                call.fail(WorkerDied(f"{handle.name} on {handle.device} exited while streaming this request"))
+            elif not job.retried and self.state == RUNNING:
+                logger.warning(
+                    "request %s: %s on %s exited while running it; retrying it once on another worker",
+                    request_id,
+                    handle.name,
+                    handle.device,
+                )
+                retry.append(job)
+            else:
+                self.calls.pop(job.rid)
+                self._remember_poison(job.payload)
+                logger.error(
+                    "request %s: a second worker (%s on %s) exited while running it; answering 500, and "
+                    "refusing the same body from now on",
+                    request_id,
+                    handle.name,
+                    handle.device,
+                )
+                call.fail(
+                    PoisonRequest(
+                        f"the worker running this request exited ({handle.name} on {handle.device}), and so did "
+                        "the one it was retried on; it is not retried again"
+                    )
+                )
+        self.scheduler.retry(retry)
         if self.state == RUNNING:
             self._schedule()
         self._check_idle()
+
+    def _on_restart(self, reason: ExitReason) -> None:
+        self.metrics.restarts.labels(reason.value).inc()
+
+    def _remember_poison(self, body: bytes) -> None:
+        self._poison[_fingerprint(body)] = None
+        if len(self._poison) > POISON_MEMORY:
+            self._poison.popitem(last=False)
 
     def _check_idle(self) -> None:
         if self._idle is not None and not self.calls:
@@ -440,14 +507,20 @@ class Pool:
 
     @property
     def capacity(self) -> int:
-        """Requests the ready workers can run at once (not what they can hold: prefetch is not counted).
+        """Requests the ready workers can run at once (what they can start, not what they may hold).
 
-        A sync worker runs one batch at a time; an async one runs ``max_concurrency`` batches.
+        A sync worker runs one batch at a time; an async one ``max_concurrency`` batches; a
+        continuous-batching one ``max_batch_size`` requests.
         """
         if self._supervisor is None:
             return 0
-        per_worker = (self.api.max_concurrency if self.api.is_async else 1) * self.api.max_batch_size
+        per_worker = self._run_slots * self.scheduler.max_batch_size
         return per_worker * self._supervisor.ready_count
+
+    @property
+    def free_slots(self) -> int:
+        """Batches the ready workers could start right now."""
+        return self.scheduler.free_run_slots
 
     def workers_info(self) -> list[dict[str, Any]]:
         if self._supervisor is None:
@@ -455,10 +528,21 @@ class Pool:
                 {"name": f"worker-{i}", "device": d, "pid": None, "state": "not started"}
                 for i, d in enumerate(self.devices)
             ]
-        return [h.info() for h in self._supervisor.workers.values()]
+        slots = self.scheduler.workers
+        info = []
+        for h in self._supervisor.workers.values():
+            row = h.info()
+            w = slots.get(h.identity.decode())
+            row["busy"] = w.busy if w is not None else 0
+            info.append(row)
+        return info
 
     def __repr__(self) -> str:
-        return f"<Pool {self.state} calls={len(self.calls)} {self.scheduler!r}>"
+        return f"<Pool {self.state.value} calls={len(self.calls)} {self.scheduler!r}>"
+
+
+def _fingerprint(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=16).digest()
 
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()

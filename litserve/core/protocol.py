@@ -20,7 +20,13 @@ One message may carry several items. In a REQUEST the status field is the item's
 the message: consecutive items with the same number form one batch, so one message can carry several
 batches (the app coalesces what it dispatches to a worker in one event-loop turn). A RESULT with
 several items answers several requests at once (the worker coalesces replies the same way). READY
-and FAILED carry a single JSON item (worker facts or the setup error), STOP carries none.
+and FAILED carry a single JSON item (worker facts or the setup error), STOP and HEARTBEAT carry none.
+
+A REVOKE names one batch the worker holds but may not have started (a prefetch); the worker answers
+REVOKED with the ids it gave back, or nothing if it had already started them (their RESULT follows).
+The worker decides in its single loop, so a request is either run there or given back, never both.
+HEARTBEAT comes from a second DEALER of the worker (identity ``<worker identity>/hb``) on a thread,
+so a worker whose main thread is stuck in a call that holds the GIL, or that is stopped, goes quiet.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ VERSION: Final = 1
 REQUEST: Final = ord("R")  # items: (rid, batch number, x-request-id) + body
 CANCEL: Final = ord("C")  # items: (rid, 0) + b""; the client left or its deadline passed
 STOP: Final = ord("S")  # no items; finish what is running, then exit
+REVOKE: Final = ord("V")  # items: (rid, 0) + b"" of one held batch; give it back if not started yet
 
 # worker -> app
 READY: Final = ord("Y")  # one item: (0, capacity) + JSON {"pid", "device"}
@@ -44,11 +51,14 @@ RESULT: Final = ord("D")  # items: (rid, http status) + response body; terminal 
 CHUNK: Final = ord("K")  # items: (rid, 200) + one encoded stream chunk
 END: Final = ord("E")  # items: (rid, status) + b"" or an error body; terminal for a stream
 LOG: Final = ord("L")  # one item: (0, 0) + JSON [key, value] from LitAPI.log, for the server's loggers
+REVOKED: Final = ord("G")  # items: (rid, 0) + b""; given back unstarted after a REVOKE; terminal for each rid
+HEARTBEAT: Final = ord("H")  # no items; sent every heartbeat interval from the worker's own thread and socket
 
-KINDS: Final = frozenset({REQUEST, CANCEL, STOP, READY, FAILED, RESULT, CHUNK, END, LOG})
+KINDS: Final = frozenset({REQUEST, CANCEL, STOP, REVOKE, READY, FAILED, RESULT, CHUNK, END, LOG, REVOKED, HEARTBEAT})
 TERMINAL: Final = frozenset({RESULT, END})
 
 SOCKET_DIR_PREFIX: Final = "litserve-"  # the app's private (0700) directory for its ipc:// socket
+HEARTBEAT_SUFFIX: Final = b"/hb"  # identity of a worker's heartbeat socket: its own identity + this
 
 _ITEM = struct.Struct("!QH")
 ITEM_SIZE: Final = _ITEM.size

@@ -1,18 +1,46 @@
 """Which queued request goes to which worker, and when: a pure state machine.
 
-Requests wait here, in the app, until a worker has room, so a request whose client left or whose
-deadline passed is simply dropped before any worker sees it. Workers announce a capacity (dispatch
-slots); one slot holds one batch. ``schedule(now)`` is run after every event (submit, ready, reply,
-cancel, death, batch deadline) and returns what to send plus when to run it again. There is no I/O and
-no clock in here: time is passed in, so it is tested with plain numbers.
+Requests wait here, in the app, in arrival order, until a worker can *run* them: a request handed to
+a busy worker would be stranded there if another worker freed first, would escape the queue bound,
+and would be lost with the worker if it hung. Each worker has
+
+- **run slots**: batches it runs at once (1 for a ``def predict`` worker, ``max_concurrency`` for an
+  ``async def predict`` one). A batch is one request when batching is off.
+- **prefetch slots** (0 unless asked for; 1 full batch for a batched API): batches it may hold,
+  not started, behind its running ones, so it goes straight from one batch to the next. A held batch
+  is *revocable*: when another worker has a free run slot and nothing is queued, ``revocations()``
+  names held batches to take back (REVOKE); the worker returns the ones it has not started (REVOKED)
+  and they go back to the front of the queue. The worker decides, in its single loop, whether a
+  request started or went back, so no request runs twice and none is lost.
+
+The invariants (tests/test_scheduler.py checks them after every event, property-based):
+
+1. *While a request waits, no worker that could run it is idle*: after ``schedule`` and
+   ``revocations``, if a worker has a free run slot, nothing queued is dispatchable (the queue is
+   empty, or its batch window is still open and ``wake_at`` says when it closes) and every held
+   batch elsewhere is being revoked.
+2. *No request starts on two workers*: a job is in at most one batch; it is dispatched again only
+   after its worker gave it back (REVOKED) or died.
+3. *Every accepted request that has not started counts against max_queue_size*: ``waiting`` is the
+   queue plus every held (prefetched, not started) job; ``submit`` refuses at the bound.
+
+``schedule(now)`` is run after every event (submit, ready, reply, revoke, cancel, death, batch
+deadline) and returns what to send plus when to run it again. ``overdue(now)`` names workers that
+look hung (a request still running ``hung_grace`` after its timeout; no heartbeat for
+``heartbeat_timeout`` while busy). There is no I/O and no clock in here: time is passed in, so it is
+tested with plain numbers.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-QUEUED, DISPATCHED, DROPPED = "queued", "dispatched", "dropped"
+from .states import JobState
+
+QUEUED, DISPATCHED, DROPPED = JobState.QUEUED, JobState.DISPATCHED, JobState.DROPPED
 
 
 class Job:
@@ -27,10 +55,10 @@ class Job:
         self.enqueued_at = enqueued_at
         self.state = QUEUED
         self.batch: Batch | None = None
-        self.retried = False  # requeued once already after its worker died
+        self.retried = False  # requeued once already because its worker died while running it
 
     def __repr__(self) -> str:
-        return f"<Job {self.rid} {self.state}>"
+        return f"<Job {self.rid} {self.state.value}>"
 
 
 @dataclass(eq=False)
@@ -40,84 +68,124 @@ class Batch:
     worker: str
     rids: list[int]
     open: int = 0
+    started_at: float | None = None  # when it got a run slot; None while held behind running batches
+    progress_at: float = 0.0  # its oldest job's arrival, then its last stream chunk (for hung detection)
+    revoking: bool = False  # a REVOKE was sent for it
 
 
 @dataclass(eq=False)
 class WorkerSlots:
     name: str
-    capacity: int
-    busy: int = 0
-    sequential: bool = False
-    batches: deque[Batch] = field(default_factory=deque)  # in flight, in dispatch order
+    run_slots: int
+    prefetch: int = 0
+    batches: deque[Batch] = field(default_factory=deque)  # in dispatch order; the first run_slots run
+    busy_since: float = 0.0
+    last_beat: float = 0.0
+
+    @property
+    def capacity(self) -> int:
+        return self.run_slots + self.prefetch
+
+    @property
+    def busy(self) -> int:
+        return len(self.batches)
 
     @property
     def free(self) -> int:
-        return self.capacity - self.busy
+        return self.capacity - len(self.batches)
+
+    @property
+    def can_start(self) -> bool:
+        """It has a free run slot: a batch sent now starts at once."""
+        return len(self.batches) < self.run_slots
+
+    def running(self) -> Iterator[Batch]:
+        return itertools.islice(self.batches, 0, self.run_slots)
+
+    def held(self) -> Iterator[Batch]:
+        return itertools.islice(self.batches, self.run_slots, None)
 
 
 class Scheduler:
-    """Queue, per-worker capacity, batching window, cancel decisions.
+    """Queue, per-worker slots, batching window, revocation, cancel and hung decisions.
 
     Args:
         max_batch_size: most jobs put in one batch.
         batch_timeout: seconds the oldest queued job may wait for a batch to fill.
-        max_queue_size: most jobs waiting for a worker; ``submit`` refuses beyond it.
+        max_queue_size: most jobs accepted and not started (queued or held); ``submit`` refuses beyond.
+        timeout: the request timeout (None: none); with ``hung_grace``, what makes a worker overdue.
+        hung_grace: seconds a request may still run after its timeout before its worker counts as
+            hung (None: never).
+        heartbeat_timeout: seconds a busy worker may go without a heartbeat (None: never checked).
     """
 
-    def __init__(self, max_batch_size: int = 1, batch_timeout: float = 0.0, max_queue_size: int = 1024) -> None:
+    def __init__(
+        self,
+        max_batch_size: int = 1,
+        batch_timeout: float = 0.0,
+        max_queue_size: int = 1024,
+        *,
+        timeout: float | None = None,
+        hung_grace: float | None = None,
+        heartbeat_timeout: float | None = None,
+    ) -> None:
         self.max_batch_size = max_batch_size
         self.batch_timeout = batch_timeout
         self.max_queue_size = max_queue_size
+        self.timeout = timeout
+        self.hung_grace = hung_grace
+        self.heartbeat_timeout = heartbeat_timeout
         self._queue: deque[Job] = deque()  # arrival order; dropped jobs are skipped lazily
         self._queued = 0  # live jobs in _queue
+        self._held = 0  # jobs in held (prefetched, not started) batches
         self._dispatched: dict[int, Job] = {}
         self._workers: dict[str, WorkerSlots] = {}
         self._rr = 0
 
-    # -- events ---------------------------------------------------------------------------------------
-    def add_worker(self, name: str, capacity: int, *, sequential: bool = False) -> None:
-        """Register a worker with ``capacity`` slots.
+    # -- workers --------------------------------------------------------------------------------------
+    def add_worker(self, name: str, run_slots: int, *, prefetch: int = 0, now: float = 0.0) -> None:
+        """Register a worker that runs ``run_slots`` batches at once and may hold ``prefetch`` more.
 
-        ``sequential``: the worker runs what it holds one batch after another, so its extra slots
-        are a prefetch queue, not parallelism. Such a worker is given a partial batch only when it
-        is idle: while it is busy, requests keep filling the next batch here in the app.
+        A worker with prefetch runs what it holds in dispatch order; a prefetch slot takes only a
+        full batch (a partial one keeps filling here until a run slot frees).
         """
-        self._workers[name] = WorkerSlots(name, max(1, capacity), sequential=sequential)
+        self._workers[name] = WorkerSlots(name, max(1, run_slots), max(0, prefetch), last_beat=now)
 
-    def remove_worker(self, name: str, *, retry_waiting: bool = False) -> list[int]:
-        """Forget a worker; return the ids of the jobs lost with it (they will get no reply).
-
-        With ``retry_waiting`` (a worker that runs its batches one after another, in order), only
-        its oldest open batch was running; the batches waiting behind it go back to the front of the
-        queue, once. A job that is lost a second time is not retried again, so a request that
-        crashes workers costs at most two of them.
-        """
+    def remove_worker(self, name: str) -> list[Job]:
+        """Forget a worker. Its held batches go back to the front of the queue, without penalty;
+        the jobs it was running are returned (dropped): the caller retries or fails each."""
         slots = self._workers.pop(name, None)
         if slots is None:
             return []
-        lost: list[int] = []
-        retry: list[Job] = []
+        running: list[Job] = []
+        back: list[Job] = []
         for i, batch in enumerate(slots.batches):
+            held = i >= slots.run_slots
+            if held:
+                self._held -= len(batch.rids)
             for rid in batch.rids:
                 job = self._dispatched.pop(rid, None)
                 if job is None:
                     continue  # already answered
                 job.batch = None
-                if retry_waiting and i > 0 and not job.retried:
-                    job.retried = True
-                    retry.append(job)
+                if held:
+                    back.append(job)
                 else:
                     job.state = DROPPED
-                    lost.append(rid)
-        for job in reversed(retry):
-            job.state = QUEUED
-            self._queue.appendleft(job)
-        self._queued += len(retry)
-        return lost
+                    running.append(job)
+        self._requeue_front(back)
+        return running
 
+    def retry(self, jobs: list[Job]) -> None:
+        """Queue jobs again, at the front, after their worker died running them (marks them ``retried``)."""
+        for job in jobs:
+            job.retried = True
+        self._requeue_front(jobs)
+
+    # -- requests -------------------------------------------------------------------------------------
     def submit(self, job: Job) -> bool:
-        """Queue a job; False when the queue is full (the caller answers 503)."""
-        if self._queued >= self.max_queue_size:
+        """Queue a job; False when ``max_queue_size`` requests already wait (the caller answers 503)."""
+        if self._queued + self._held >= self.max_queue_size:
             return False
         job.state = QUEUED
         self._queue.append(job)
@@ -125,7 +193,7 @@ class Scheduler:
         return True
 
     def cancel(self, rid: int, job: Job | None = None) -> str | None:
-        """Stop caring about a job. Returns the worker to send CANCEL to, or None if none saw it."""
+        """Stop caring about a job. Returns the worker to send CANCEL to, or None if none holds it."""
         job = job if job is not None else self._dispatched.get(rid)
         if job is None:
             return None
@@ -142,7 +210,7 @@ class Scheduler:
             return job.batch.worker
         return None
 
-    def complete(self, rid: int, worker: str) -> bool:
+    def complete(self, rid: int, worker: str, now: float = 0.0) -> bool:
         """A terminal reply arrived for ``rid`` from ``worker``; False if that worker does not hold it."""
         job = self._dispatched.get(rid)
         if job is None or job.batch is None or job.batch.worker != worker:
@@ -153,53 +221,147 @@ class Scheduler:
         job.state = DROPPED
         batch.open -= 1
         if batch.open == 0:
-            slots = self._workers.get(worker)
-            if slots is not None:
-                slots.busy -= 1
-                if slots.batches[0] is batch:
-                    slots.batches.popleft()
-                else:
-                    slots.batches.remove(batch)
+            self._release(batch, now)
         return True
+
+    def revoked(self, rid: int, worker: str, now: float = 0.0) -> bool:
+        """``worker`` gave ``rid`` back unstarted (REVOKED): it returns to the front of the queue."""
+        job = self._dispatched.get(rid)
+        if job is None or job.batch is None or job.batch.worker != worker:
+            return False
+        del self._dispatched[rid]
+        batch = job.batch
+        job.batch = None
+        batch.open -= 1
+        if batch.open == 0:
+            self._release(batch, now)
+        self._requeue_front([job])
+        return True
+
+    def progress(self, rid: int, worker: str, now: float) -> bool:
+        """A stream chunk for ``rid`` arrived from ``worker``; False if that worker does not hold it."""
+        job = self._dispatched.get(rid)
+        if job is None or job.batch is None or job.batch.worker != worker:
+            return False
+        job.batch.progress_at = now
+        return True
+
+    def beat(self, worker: str, now: float) -> None:
+        """A heartbeat (or any message) from ``worker``: it is alive."""
+        slots = self._workers.get(worker)
+        if slots is not None:
+            slots.last_beat = now
 
     def holds(self, rid: int, worker: str) -> bool:
         job = self._dispatched.get(rid)
         return job is not None and job.batch is not None and job.batch.worker == worker
 
-    # -- the decision ---------------------------------------------------------------------------------
+    # -- decisions ------------------------------------------------------------------------------------
     def schedule(self, now: float) -> tuple[list[tuple[str, list[Job]]], float | None]:
         """Assign queued jobs to workers with room. Returns ``(dispatches, wake_at)``.
 
+        Run slots fill first (a batch that starts now), then prefetch slots (full batches only).
         ``wake_at`` is when a partly filled batch's window closes (call again then), or None.
         """
         dispatches: list[tuple[str, list[Job]]] = []
         while self._queued:
-            slots = self._pick_worker()
+            slots = self._pick(starting=True) or self._pick(starting=False)
             if slots is None:
                 return dispatches, None
-            take = min(self._queued, self.max_batch_size)
-            if take < self.max_batch_size and slots.sequential and slots.busy:
-                return dispatches, None  # the next completion frees an idle worker and reschedules
-            if take < self.max_batch_size and self.batch_timeout > 0:
-                oldest = self._oldest()
-                closes = oldest.enqueued_at + self.batch_timeout
+            head = self._oldest()
+            take = 1 if head.retried else min(self._queued, self.max_batch_size)  # a retried job runs alone
+            partial = take < self.max_batch_size and not head.retried
+            if partial and not slots.can_start:
+                return dispatches, None  # prefetch takes full batches; a run slot freeing reschedules
+            if partial and self.batch_timeout > 0:
+                closes = head.enqueued_at + self.batch_timeout
                 if now < closes:
                     return dispatches, closes
             jobs = self._pop(take)
-            batch = Batch(slots.name, [j.rid for j in jobs], len(jobs))
+            batch = Batch(slots.name, [j.rid for j in jobs], len(jobs), progress_at=jobs[0].enqueued_at)
             for job in jobs:
                 job.state = DISPATCHED
                 job.batch = batch
                 self._dispatched[job.rid] = job
-            slots.busy += 1
+            if not slots.batches:
+                slots.busy_since = now
+            if slots.can_start:
+                batch.started_at = now
+            else:
+                self._held += len(jobs)
             slots.batches.append(batch)
             dispatches.append((slots.name, jobs))
         return dispatches, None
 
+    def revocations(self) -> list[tuple[str, list[int]]]:
+        """Held batches to take back because a worker with a free run slot has nothing to start.
+
+        Call after ``schedule``. Each returned batch is marked ``revoking``; send REVOKE for its ids.
+        """
+        if self._queued or not self._held:
+            return []
+        # Free run slots not already promised a batch that is on its way back.
+        free = self.free_run_slots - sum(b.revoking for s in self._workers.values() for b in s.held())
+        out: list[tuple[str, list[int]]] = []
+        while free > 0:
+            victim: Batch | None = None
+            for slots in self._workers.values():
+                for batch in reversed(list(slots.held())):  # the newest held batch goes first
+                    if not batch.revoking:
+                        victim = batch
+                        break
+                if victim is not None:
+                    break
+            if victim is None:
+                break
+            victim.revoking = True
+            out.append((victim.worker, [r for r in victim.rids if r in self._dispatched]))
+            free -= 1
+        return out
+
+    def overdue(self, now: float) -> tuple[list[tuple[str, str]], float | None]:
+        """Workers that look hung, as ``(worker, why)``, and when to check again (None: nothing to watch).
+
+        A worker is hung when a batch it runs has gone ``hung_grace`` past its timeout (from its
+        oldest job's arrival, or its last stream chunk) and also ran at least ``hung_grace`` itself,
+        or when it is busy and sent no heartbeat for ``heartbeat_timeout``.
+        """
+        hung: list[tuple[str, str]] = []
+        next_at: float | None = None
+        for slots in self._workers.values():
+            if not slots.batches:
+                continue
+            due: float | None = None
+            why = ""
+            if self.heartbeat_timeout is not None:
+                due = max(slots.last_beat, slots.busy_since) + self.heartbeat_timeout
+                why = f"no heartbeat for {self.heartbeat_timeout:g}s while busy"
+            if self.timeout is not None and self.hung_grace is not None:
+                for batch in slots.running():
+                    if batch.started_at is None:
+                        continue
+                    at = max(batch.progress_at + self.timeout, batch.started_at) + self.hung_grace
+                    if due is None or at < due:
+                        due = at
+                        why = f"a request still running {self.hung_grace:g}s after its {self.timeout:g}s timeout"
+            if due is None:
+                continue
+            if now >= due:
+                hung.append((slots.name, why))
+            elif next_at is None or due < next_at:
+                next_at = due
+        return hung, next_at
+
     # -- views ----------------------------------------------------------------------------------------
     @property
     def queued(self) -> int:
+        """Jobs in the app's queue."""
         return self._queued
+
+    @property
+    def waiting(self) -> int:
+        """Jobs accepted and not started: queued, or held by a worker behind its running batches."""
+        return self._queued + self._held
 
     @property
     def in_flight(self) -> int:
@@ -209,23 +371,53 @@ class Scheduler:
     def workers(self) -> dict[str, WorkerSlots]:
         return self._workers
 
+    @property
+    def free_run_slots(self) -> int:
+        """Run slots no batch occupies: capacity that can start a request now."""
+        return sum(s.run_slots - min(s.busy, s.run_slots) for s in self._workers.values())
+
     def __repr__(self) -> str:
-        load = ", ".join(f"{w.name}={w.busy}/{w.capacity}" for w in self._workers.values())
-        return f"<Scheduler queued={self._queued} in_flight={len(self._dispatched)} workers=[{load}]>"
+        load = ", ".join(f"{w.name}={w.busy}/{w.run_slots}+{w.prefetch}" for w in self._workers.values())
+        return f"<Scheduler queued={self._queued} held={self._held} in_flight={len(self._dispatched)} workers=[{load}]>"
 
     # -- internals ------------------------------------------------------------------------------------
-    def _pick_worker(self) -> WorkerSlots | None:
-        """The worker with the most free slots; ties go round-robin so load spreads evenly."""
+    def _pick(self, *, starting: bool) -> WorkerSlots | None:
+        """A worker with a free run slot (``starting``) or a free prefetch slot: the one with the most
+        room; ties go round-robin so load spreads evenly."""
         best: WorkerSlots | None = None
         workers = list(self._workers.values())
         n = len(workers)
         for i in range(n):
             w = workers[(self._rr + i) % n]
-            if w.free > 0 and (best is None or w.free > best.free):
+            room = (w.run_slots - len(w.batches)) if starting else w.free
+            if room > 0 and (best is None or room > _room(best, starting)):
                 best = w
         if best is not None:
             self._rr = (workers.index(best) + 1) % n
         return best
+
+    def _release(self, batch: Batch, now: float) -> None:
+        """Every job of ``batch`` has its reply (or came back): free its slot."""
+        slots = self._workers.get(batch.worker)
+        if slots is None:
+            return
+        index = 0 if slots.batches[0] is batch else slots.batches.index(batch)
+        del slots.batches[index]
+        if index >= slots.run_slots:
+            self._held -= len(batch.rids)
+        elif len(slots.batches) >= slots.run_slots:
+            promoted = slots.batches[slots.run_slots - 1]  # a held batch moves up into the run slot
+            promoted.started_at = now
+            self._held -= len(promoted.rids)
+        if not slots.batches:
+            slots.busy_since = 0.0
+
+    def _requeue_front(self, jobs: list[Job]) -> None:
+        """Put jobs back at the head of the queue, keeping arrival order among them."""
+        for job in sorted(jobs, key=lambda j: j.rid, reverse=True):
+            job.state = QUEUED
+            self._queue.appendleft(job)
+        self._queued += len(jobs)
 
     def _oldest(self) -> Job:
         self._trim()
@@ -246,3 +438,7 @@ class Scheduler:
         self._queued -= len(out)
         self._trim()
         return out
+
+
+def _room(w: WorkerSlots, starting: bool) -> int:
+    return (w.run_slots - len(w.batches)) if starting else w.free

@@ -55,6 +55,7 @@ class WorkerSpec:
     device: str
     name: str
     log_level: int = logging.INFO
+    heartbeat_interval: float | None = None  # seconds between heartbeats; None sends none
 
 
 def main(spec: WorkerSpec) -> None:
@@ -97,9 +98,11 @@ def main(spec: WorkerSpec) -> None:
     if stepwise(api):  # continuous batching: holds up to max_batch_size streams, all generating
         capacity = api.max_batch_size
     else:
-        capacity = api.max_concurrency if api.is_async else SyncRunner.capacity(api)
+        capacity = api.max_concurrency if api.is_async else 1  # requests it runs at once
     facts = {"pid": os.getpid(), "device": spec.device}
     sock.send_multipart(P.encode(P.READY, [(0, capacity, json.dumps(facts).encode())]))
+    if spec.heartbeat_interval:
+        _start_heartbeat(spec.address, spec.identity + P.HEARTBEAT_SUFFIX, spec.heartbeat_interval)
     try:
         if stepwise(api):
             StepRunner(api, sock).run()
@@ -134,6 +137,28 @@ def _exit_with_parent(address: str) -> None:
     threading.Thread(target=watch, name="litserve-parent-watch", daemon=True).start()
 
 
+def _start_heartbeat(address: str, identity: bytes, interval: float) -> None:
+    """Send HEARTBEAT every ``interval`` seconds from a thread with its own socket and context.
+
+    Its own socket because a ZeroMQ socket belongs to one thread; its own context because the main
+    thread's ``ctx.term()`` would wait for this socket forever. A worker that is stopped (SIGSTOP) or
+    whose main thread holds the GIL in a call that never returns goes quiet, and the app replaces it.
+    """
+
+    def beat() -> None:
+        sock = zmq.Context().socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, identity)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(address)
+        frames = P.encode(P.HEARTBEAT)
+        never = threading.Event()
+        while True:
+            sock.send_multipart(frames)
+            never.wait(interval)  # the pacing of the heartbeat, not a synchronisation
+
+    threading.Thread(target=beat, name="litserve-heartbeat", daemon=True).start()
+
+
 def _select_device(device: str) -> None:
     if device.startswith("cuda:"):
         import torch
@@ -142,16 +167,13 @@ def _select_device(device: str) -> None:
 
 
 class SyncRunner:
-    """The blocking loop for ``def predict``.
+    """The blocking loop for ``def predict``: runs what it holds in the order it arrived.
 
-    Without batching the app keeps up to ``PREFETCH`` requests here, so the worker never idles for a
-    round trip between two requests, and replies finished close together leave in one message
-    (flushed when no more work is waiting, or after ``COALESCE_SECONDS``). With batching the app
-    keeps at most the running batch and one full batch behind it here, so the worker goes straight
-    from one batch to the next under load, while partial batches keep filling in the app's queue.
+    The app sends it what it can start (see core/scheduler.py), plus at most a prefetched batch
+    behind it, which a REVOKE takes back if it has not started. Replies finished close together leave
+    in one message (flushed when no more work is waiting, or after ``COALESCE_SECONDS``).
     """
 
-    PREFETCH = 16
     COALESCE_SECONDS = 0.001
 
     def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
@@ -163,12 +185,6 @@ class SyncRunner:
         self.stopping = False
         self.outbox: list[P.Reply] = []
         self.outbox_since = 0.0
-
-    @staticmethod
-    def capacity(api: LitAPI) -> int:
-        if api.stream:
-            return 1
-        return 2 if api.max_batch_size > 1 else SyncRunner.PREFETCH
 
     def run(self) -> None:
         sock = self.sock
@@ -199,8 +215,20 @@ class SyncRunner:
             self.known.update(it.rid for it in items)
         elif kind == P.CANCEL:
             self.cancelled.update(it.rid for it in items if it.rid in self.known)
+        elif kind == P.REVOKE:
+            self._revoke({it.rid for it in items})
         elif kind == P.STOP:
             self.stopping = True
+
+    def _revoke(self, rids: set[int]) -> None:
+        """Give back the pending batches named in ``rids`` (a batch that started is not pending)."""
+        back = [batch for batch in self.pending if batch[0].rid in rids]
+        if not back:
+            return
+        for batch in back:
+            self.pending.remove(batch)
+        given: list[P.Reply] = [(it.rid, 0, b"") for batch in back for it in batch]
+        self._send(P.REVOKED, given)
 
     def _reply(self, replies: list[P.Reply]) -> None:
         """Queue terminal RESULT replies; they leave at the next flush."""
@@ -218,7 +246,7 @@ class SyncRunner:
 
     def _send(self, kind: int, replies: list[P.Reply]) -> None:
         self._flush()
-        for reply in replies if kind in P.TERMINAL else ():
+        for reply in replies if kind != P.CHUNK else ():
             self.known.discard(reply[0])
             self.cancelled.discard(reply[0])
         self.sock.send_multipart(P.encode(kind, replies))
