@@ -109,7 +109,7 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_counting_every_reques
             wait_for(lambda: sum(f.done() for f in futures) == 5, timeout=20)
             refused = [f.result() for f in futures if f.done()]
             assert [r.status_code for r in refused] == [503] * 5
-            assert all(int(r.headers["retry-after"]) >= 1 and "queue is full" in r.json()["error"] for r in refused)
+            assert all(int(r.headers["retry-after"]) >= 1 and "queue is full" in r.json()["detail"] for r in refused)
             assert app.pool.scheduler.waiting == 2 and app.pool.scheduler.in_flight == 1
             for g in gates:
                 g.touch()
