@@ -444,7 +444,7 @@ class Pool:
         self.scheduler.add_worker(
             handle.identity.decode(), self._run_slots, prefetch=self._prefetch, now=time.monotonic()
         )
-        if self.state == RUNNING:
+        if self.state in (RUNNING, DRAINING):
             self._kick()
 
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
@@ -459,7 +459,10 @@ class Pool:
             if call.streamed:  # part of its answer went out: running it again would repeat it
                 self.calls.pop(job.rid)
                 call.fail(WorkerDied(f"{handle.name} on {handle.device} exited while streaming this request"))
-            elif not job.retried and self.state == RUNNING:
+            elif self.state == STOPPED:
+                self.calls.pop(job.rid)
+                call.fail(ServiceUnavailable("the server is shutting down"))
+            elif not job.retried:
                 logger.warning(
                     "request %s: %s on %s exited while running it; retrying it once on another worker",
                     request_id,
@@ -484,7 +487,7 @@ class Pool:
                     )
                 )
         self.scheduler.retry(retry)
-        if self.state == RUNNING:
+        if self.state in (RUNNING, DRAINING):
             self._schedule()
         self._check_idle()
 
