@@ -140,6 +140,8 @@ class SignalDrain:
             self._hand_over(sig, frame)  # a second signal: stop now
             return
         self._draining = True
+        if sig in self._default:
+            self._doomed = sig  # whatever happens next, the process ends of it once the app has stopped
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._begin, sig, frame)
 
@@ -162,7 +164,6 @@ class SignalDrain:
         if sig in self._default:
             # No handler to hand over to: the host stops the app its own way (closing the listener,
             # finishing responses, the lifespan's stop); die of the signal after that, or after a bound.
-            self._doomed = sig
             self._death = asyncio.get_running_loop().call_later(SHUTDOWN_MARGIN, self._hand_over, sig, frame)
             return
         self._hand_over(sig, frame)
