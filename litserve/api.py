@@ -26,7 +26,7 @@ class LitAPI:
         stream: ``predict`` and ``encode_response`` are generators; each chunk is sent as produced.
         max_concurrency: requests one worker runs at once when ``predict`` is ``async def``.
         spec: serve the API as a well-known interface instead of ``/predict``: ``ls.OpenAISpec()``
-            (chat completions) or ``ls.OpenAIEmbeddingSpec()`` (embeddings); see docs/openai.md.
+            (chat completions) or ``ls.OpenAIEmbeddingSpec()`` (embeddings); see help(litserve.OpenAISpec).
         mcp: a ``litserve.mcp.MCP(description=...)``: the API is also an MCP tool at ``/mcp/``.
     """
 

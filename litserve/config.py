@@ -52,7 +52,7 @@ class SettingsArgs(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class Settings:
-    """What ``create_app(api, **settings)`` accepts, checked (see docs/settings.md).
+    """What ``create_app(api, **settings)`` and ``LitServer(api, **settings)`` accept, checked once.
 
     Attributes:
         accelerator: ``"auto"``, ``"cpu"``, ``"cuda"`` (or ``"gpu"``), ``"mps"``.
@@ -102,7 +102,7 @@ class Settings:
         """Check and normalise ``given`` (a ``SettingsArgs``); raise ConfigurationError naming the bad one."""
         unknown = sorted(set(given) - _FIELDS)
         if unknown:
-            raise ConfigurationError(f"unknown setting(s) {', '.join(unknown)}; see docs/settings.md")
+            raise ConfigurationError(f"unknown setting(s) {', '.join(unknown)}; see help(litserve.Settings)")
         values = {name: _CHECKS[name](name, value) for name, value in given.items()}
         if given.get("api_key") is None:  # not given: the environment's; "" turns authentication off
             values["api_key"] = os.environ.get(API_KEY_ENV) or None

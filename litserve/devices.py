@@ -49,12 +49,18 @@ def resolve_devices(
     if accelerator == "cuda":
         available = cuda_device_count() if cuda_count is None else cuda_count
         if available == 0:
-            raise ConfigurationError("accelerator='cuda' but no CUDA device is visible")
+            raise ConfigurationError(
+                "accelerator='cuda' but no CUDA device is visible (NVML finds no GPU, or CUDA_VISIBLE_DEVICES "
+                "hides them): use accelerator='auto' to take a GPU when there is one and the CPU otherwise, "
+                "or accelerator='cpu'"
+            )
         ids = _device_ids(devices, available, "cuda")
         names = [f"cuda:{i}" for i in ids]
     elif accelerator == "mps":
         if mps_available is False:
-            raise ConfigurationError("accelerator='mps' but MPS is not available")
+            raise ConfigurationError(
+                "accelerator='mps' but MPS is not available: use accelerator='auto' or accelerator='cpu'"
+            )
         names = ["mps" for _ in _device_ids(devices, 1, "mps")]
     else:
         count = 1 if devices == "auto" else devices

@@ -132,6 +132,14 @@ class ClientDisconnected(RequestError):
     status = 499
 
 
+def startup_failed(exc: BaseException, retry_after: int = 30) -> ServiceUnavailable:
+    """The 503 for a request that found the workers unable to start; says so once, not twice."""
+    reason = str(exc) if isinstance(exc, WorkerStartupError) else f"{type(exc).__name__}: {exc}"
+    if "could not start" not in reason:
+        reason = f"the model workers could not start: {reason}"
+    return ServiceUnavailable(reason, retry_after=retry_after)
+
+
 def error_body(detail: Any) -> bytes:
     """The JSON body of every error response: ``{"detail": detail}``, as FastAPI writes it."""
     return pydantic_core.to_json({"detail": detail}, fallback=str)

@@ -208,3 +208,20 @@ def test_shell_commands_work_where_only_python3_exists():
                 if re.match(r"^(\w+=\S+\s+)*python\s", part) and not activated:
                     pytest.fail(f"{path.relative_to(ROOT)}:{line}: '{part}' needs python3 (or a venv first)")
                 activated = activated or "bin/activate" in part
+
+
+def test_help_points_to_docs_a_wheel_user_can_reach():
+    """``help(ls.LitServer)`` works from an installed wheel: it names every setting and sends the reader to
+    other ``help()`` pages, never to a docs/ file that only a checkout has."""
+    import dataclasses
+    import pydoc
+
+    import litserve as ls
+
+    text = pydoc.render_doc(ls.LitServer, renderer=pydoc.plaintext)
+    assert "help(litserve.Settings)" in text and "help(litserve.LitAPI)" in text
+    for obj in (ls.LitServer, ls.create_app, ls.Settings, ls.LitAPI, ls.LitServer.run):
+        assert "docs/" not in (obj.__doc__ or ""), obj
+    settings_doc = ls.Settings.__doc__ or ""
+    for f in dataclasses.fields(ls.Settings):  # where help(litserve.Settings) sends the reader
+        assert f"{f.name}:" in settings_doc, f"{f.name} is not described in help(litserve.Settings)"

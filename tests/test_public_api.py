@@ -114,18 +114,20 @@ def test_litapi_refuses_bad_model_settings(kwargs, name):
         SquareAPI(**kwargs)
 
 
+class Gen(ls.LitAPI):  # at module level: create_app refuses a class the workers could not import
+    def predict(self, x):
+        yield x
+
+
+class NoSuper(ls.LitAPI):
+    def __init__(self):
+        pass
+
+    def predict(self, x):
+        return x
+
+
 def test_litapi_refuses_impossible_combinations():
-    class Gen(ls.LitAPI):
-        def predict(self, x):
-            yield x
-
-    class NoSuper(ls.LitAPI):
-        def __init__(self):
-            pass
-
-        def predict(self, x):
-            return x
-
     with pytest.raises(ls.ConfigurationError, match="stream=True"):
         ls.create_app(Gen(), accelerator="cpu")
     with pytest.raises(ls.ConfigurationError, match="generator"):

@@ -18,12 +18,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from typing_extensions import Unpack
 
+from .. import checks
 from ..api import LitAPI
 from ..config import Settings, SettingsArgs
 from ..devices import resolve_devices
 from ..errors import ConfigurationError, RequestError, Unauthorized
 from ..mcp import ToolTarget, mcp_routes
 from ..specs.exchange import SpecContext
+from . import docs_ui, logs
 from .compat import ServerHooks, health_response
 from .drain import SignalDrain
 from .handler import PredictEndpoint, key_accepted
@@ -36,6 +38,8 @@ logger = logging.getLogger("litserve")
 
 class LitApp(Starlette):
     """The Starlette app ``create_app`` returns: the model route, the probes, and the worker pool."""
+
+    url: str | None = None  # where LitServer.run listens, for the start banner
 
     def __init__(self, api: LitAPI, settings: Settings) -> None:
         self.api = api
@@ -86,11 +90,25 @@ class LitApp(Starlette):
             Route("/ready", self._ready_route, methods=["GET"]),
             Route("/info", self._info_route, methods=["GET"]),
             Route("/metrics", self._metrics_route, methods=["GET"]),
-            Route("/openapi.json", self._openapi_route, methods=["GET"]),
+            *docs_ui.routes(self._openapi, type(api).__name__),
             *mcp_routes(tools, settings.api_key),
         ]
-        super().__init__(routes=routes, lifespan=self._lifespan)
+        model_paths = [path for route in model_routes if (path := getattr(route, "path", None))]
+        super().__init__(routes=routes, lifespan=self._lifespan, exception_handlers=docs_ui.error_handlers(model_paths))
         self.extras.install(self)  # middlewares=, and the apps loggers mount
+        self.pool.on_started = self._log_started
+
+    def _log_started(self) -> None:
+        """The start banner, once the workers are ready, however the app is served."""
+        served = [
+            (method, route.path)
+            for route in self.routes
+            if isinstance(route, Route) and "{" not in route.path
+            for method in sorted(route.methods or ())
+            if method != "HEAD"
+        ]
+        workers = [(w["name"], w["device"], w["pid"]) for w in self.pool.workers_info()]
+        logs.log_lines(logs.banner(type(self.api).__name__, served, workers, auth=self._key is not None, url=self.url))
 
     # -- life -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -179,15 +197,15 @@ class LitApp(Starlette):
         body, content_type = self.metrics.exposition()
         return Response(body, media_type=content_type)
 
-    async def _openapi_route(self, request: Request) -> Response:
-        return JSONResponse(self._openapi)
-
 
 def create_app(api: LitAPI, **settings: Unpack[SettingsArgs]) -> LitApp:
     """Build the ASGI app serving ``api``. Nothing is spawned until the app starts.
 
-    Every keyword is a server setting (``litserve.config.Settings``; docs/settings.md says what each
-    means); they are checked here, once, and a bad one raises ``ConfigurationError`` naming it.
+    Every keyword is a server setting (``help(litserve.Settings)`` says what each means); they are
+    checked here, once, and a bad one raises ``ConfigurationError`` naming it. The app is an ordinary
+    Starlette app: ``uvicorn mod:app``, ``gunicorn -k uvicorn.workers.UvicornWorker mod:app``, or
+    ``host.mount("/model", app)`` (then ``async with app.running():`` in the host's lifespan starts
+    the workers with it; without it the first request does).
     """
     if not isinstance(api, LitAPI):
         raise ConfigurationError(f"api must be a LitAPI instance, got {type(api).__name__}")
@@ -195,6 +213,8 @@ def create_app(api: LitAPI, **settings: Unpack[SettingsArgs]) -> LitApp:
     if spec is not None:
         spec.bind(api)  # before check(): a spec supplies hooks and sets the API's mode
     api.check()
+    checks.check_api(api)
+    logs.configure()
     return LitApp(api, Settings.build(**settings))
 
 

@@ -27,10 +27,10 @@ from ..errors import (
     PayloadTooLarge,
     RequestError,
     RequestTimeout,
-    ServiceUnavailable,
     Unauthorized,
     UnsupportedMediaType,
     error_body,
+    startup_failed,
 )
 from . import protocol as P
 from .forms import is_form
@@ -142,7 +142,7 @@ class PredictEndpoint:
         except RequestError:
             raise
         except Exception as exc:
-            raise ServiceUnavailable(f"the model workers could not start: {exc}", retry_after=30) from None
+            raise startup_failed(exc) from None
 
     async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes | None:
         limit = self.max_payload_size

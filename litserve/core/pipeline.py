@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from starlette.responses import Response
 
 from ..api import LitAPI
+from ..checks import missing_field
 from ..context import reset_request_ids, set_request_ids
 from ..errors import user_exception_reply
 from . import hooks
@@ -73,8 +74,9 @@ class Pipeline:
         inputs, ok, contexts = [], [], []
         for it in items:  # decode each
             token = set_request_ids((_id(it),))
+            request = None
             try:
-                body = self.decode_body(it.payload) if b"\n" not in it.tag else hooks.form_body(it)
+                body = request = self.decode_body(it.payload) if b"\n" not in it.tag else hooks.form_body(it)
                 if cb is not None:
                     cb.trigger_event("on_before_decode_request", lit_api=api)
                 if steps is None:
@@ -88,7 +90,8 @@ class Pipeline:
                 if cb is not None:
                     cb.trigger_event("on_after_decode_request", lit_api=api)
                 ok.append(it)
-            except Exception as exc:
+            except Exception as failure:
+                exc = missing_field(failure, request)  # request["x"] on a body without "x": 422, not 500
                 _log_user_error(exc, [it], "decode_request")
                 replies.append((it.rid, *user_exception_reply(exc)))
             finally:
@@ -151,10 +154,10 @@ class Pipeline:
         api = self.api
         rid = it.rid
         token = set_request_ids((_id(it),))
-        outputs = chunks = None
+        outputs = chunks = request = None
         cb, steps = self.callbacks, self.contextual
         try:
-            body = self.decode_body(it.payload) if b"\n" not in it.tag else hooks.form_body(it)
+            body = request = self.decode_body(it.payload) if b"\n" not in it.tag else hooks.form_body(it)
             if cb is not None:
                 cb.trigger_event("on_before_decode_request", lit_api=api)
             if steps is None:
@@ -181,7 +184,8 @@ class Pipeline:
                     break
                 if (yield emit, (rid, self.encode_value(value))):
                     return (rid, CANCELLED, b"")
-        except Exception as exc:
+        except Exception as failure:
+            exc = missing_field(failure, request)  # request["x"] in decode_request, body without "x": 422
             _log_user_error(exc, [it], "stream")
             return (rid, *user_exception_reply(exc))
         finally:
@@ -208,6 +212,7 @@ class Pipeline:
         inputs, ok, contexts = [], [], []
         for it in items:  # decode each
             token = set_request_ids((_id(it),))
+            body = None
             try:
                 body = self.decode_body(it.payload)
                 if contextual is None:
@@ -219,7 +224,8 @@ class Pipeline:
                     inputs.append((yield contextual[0], (body, context)))
                     contexts.append(context)
                 ok.append(it)
-            except Exception as exc:
+            except Exception as failure:
+                exc = missing_field(failure, body)
                 _log_user_error(exc, [it], "decode_request")
                 replies.append((it.rid, *user_exception_reply(exc)))
             finally:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..api import LitAPI
-from ..errors import PoisonRequest, RequestError, ServiceUnavailable, WorkerDied
+from ..errors import PoisonRequest, RequestError, ServiceUnavailable, WorkerDied, startup_failed
 from . import protocol as P
 from .metrics import Metrics
 from .router import Router
@@ -169,6 +169,7 @@ class Pool:
         self._deadline: float | None = None  # when a drain/stop must be over (time.monotonic())
         self._poison: OrderedDict[bytes, None] = OrderedDict()
         self.started_error: BaseException | None = None
+        self.on_started: Callable[[], None] | None = None
         self._failed_at: float | None = None
         metrics.bind(
             lambda: self.scheduler.waiting, lambda: len(self.calls), lambda: self.ready_workers, lambda: self.capacity
@@ -184,9 +185,7 @@ class Pool:
         if self._failed_at is not None and self._starting is None:
             wait = self._failed_at + RETRY_START_AFTER - time.monotonic()
             if wait > 0:
-                raise ServiceUnavailable(
-                    f"the model workers could not start: {self.started_error}", retry_after=max(1, round(wait))
-                )
+                raise startup_failed(self.started_error or RuntimeError("unknown"), retry_after=max(1, round(wait)))
         if self._starting is None:
             self._starting = asyncio.ensure_future(self.start())
         await asyncio.shield(self._starting)
@@ -222,8 +221,11 @@ class Pool:
             raise
         self.state = RUNNING
         self._failed_at = None
-        for h in self._supervisor.workers.values():
-            logger.info("%-10s %-8s pid %s", h.name, h.device, h.pid)
+        if self.on_started is not None:
+            self.on_started()  # the app's start banner: routes, auth, each worker with its device
+        else:
+            for h in self._supervisor.workers.values():
+                logger.info("%-10s %-8s pid %s", h.name, h.device, h.pid)
 
     def begin_drain(self, grace: float | None = None) -> None:
         """Refuse new requests (503) while the ones in flight finish; the stop deadline starts now.

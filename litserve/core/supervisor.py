@@ -194,7 +194,9 @@ class Supervisor:
         if timer:
             timer.cancel()
         handle.ready_event.set()
-        logger.info("%s ready on %s (pid %s)", handle.name, handle.device, handle.pid)
+        # At start the app's banner lists every worker once; a replacement is worth its own line.
+        level = logging.INFO if self._started else logging.DEBUG
+        logger.log(level, "%s ready on %s (pid %s)", handle.name, handle.device, handle.pid)
         self._on_ready(handle)
 
     def mark_failed(self, handle: WorkerHandle, error: str) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import zmq
 
 from ..api import LitAPI
-from . import hooks
+from . import hooks, logs
 from . import protocol as P
 from .pipeline import CANCELLED, Pipeline, run_async, run_sync
 from .protocol import SOCKET_DIR_PREFIX
@@ -64,9 +64,7 @@ def main(spec: WorkerSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_with_parent(spec.address)
-    logging.basicConfig(
-        level=spec.log_level, format=f"%(asctime)s %(levelname)s litserve {spec.name}[%(process)d]: %(message)s"
-    )
+    logs.configure_worker(spec.name, spec.log_level)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, spec.identity)

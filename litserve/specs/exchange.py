@@ -23,7 +23,7 @@ from ..core import protocol as P
 from ..core.handler import key_accepted, new_request_id
 from ..core.metrics import Metrics
 from ..core.pool import RUNNING, Call, Pool
-from ..errors import ClientDisconnected, RequestError, RequestTimeout, ServiceUnavailable
+from ..errors import ClientDisconnected, RequestError, RequestTimeout, startup_failed
 from . import errors as E
 
 _JSON = (b"content-type", b"application/json")
@@ -137,7 +137,7 @@ class Exchange:
                 except RequestError:
                     raise
                 except Exception as exc:
-                    raise ServiceUnavailable(f"the model workers could not start: {exc}", retry_after=30) from None
+                    raise startup_failed(exc) from None
             for body in bodies:
                 self.calls.append(pool.submit(body, self.request_id))
         except RequestError as exc:

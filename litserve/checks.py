@@ -1,0 +1,169 @@
+"""Checks run before anything starts, so a day-one mistake fails in one line that names its fix.
+
+- the ``LitAPI`` instance must reach spawned workers: its class importable, its attributes picklable;
+- hook names one letter off (``set_up``, ``decode_requests``) are never called: warn, naming the hook;
+- the port must be free before the model loads, not after;
+- Lightning's LitServe installed beside this project shares its import name: warn.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import functools
+import inspect
+import logging
+import pickle
+import socket
+import sys
+
+from .api import LitAPI
+from .errors import ConfigurationError, ValidationFailed
+
+logger = logging.getLogger("litserve")
+
+HOOKS = ("setup", "decode_request", "batch", "predict", "unbatch", "encode_response")
+
+
+class PortInUse(ConfigurationError):
+    """The port ``LitServer.run`` was given cannot be bound."""
+
+
+def check_api(api: LitAPI) -> None:
+    """Raise ConfigurationError when ``api`` cannot be sent to a worker; warn about misspelled hooks."""
+    cls = type(api)
+    name = cls.__name__
+    if cls.__module__ == "__main__" and not _main_is_a_file():
+        raise ConfigurationError(
+            f"{name} is defined in an interactive session (a REPL, a notebook or python -c): the workers are "
+            f"separate processes that import {name}, so it must live in an importable file; move it to a module "
+            f"(e.g. my_api.py) and `from my_api import {name}`"
+        )
+    if "<locals>" in cls.__qualname__:
+        raise ConfigurationError(
+            f"{name} is defined inside a function: the workers import it, so define it at module level"
+        )
+    try:
+        pickle.dumps(api)
+    except Exception as exc:
+        raise ConfigurationError(_unpicklable(api, exc)) from None
+    for warning in misspelled_hooks(cls):
+        logger.warning("%s", warning)
+    clash = other_litserve()
+    if clash:
+        logger.warning("%s", clash)
+
+
+def _main_is_a_file() -> bool:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return bool(path) and not str(path).startswith("<")
+
+
+def _unpicklable(api: LitAPI, exc: Exception) -> str:
+    name = type(api).__name__
+    for attr, value in vars(api).items():
+        try:
+            pickle.dumps(value)
+        except Exception:
+            kind = f"{type(value).__module__}.{type(value).__qualname__}"
+            return (
+                f"{name}.{attr} (a {kind}) cannot be sent to the worker processes: "
+                f"create it in setup(), not in __init__"
+            )
+    reason = f"{type(exc).__name__}: {exc}"
+    return f"{name} cannot be sent to the worker processes ({reason}); create such objects in setup()"
+
+
+def misspelled_hooks(cls: type) -> list[str]:
+    """A warning for each method of ``cls`` whose name is one slip away from a hook's."""
+    warnings = []
+    known = set(dir(LitAPI))
+    for attr, _value in inspect.getmembers(cls, callable):
+        if attr.startswith("_") or attr in known:
+            continue
+        hook = _near_hook(attr)
+        if hook is not None:
+            warnings.append(
+                f"{cls.__name__}.{attr} is never called by litserve: did you mean {hook}()? "
+                f"Rename it to override LitAPI.{hook}."
+            )
+    return warnings
+
+
+def _near_hook(attr: str) -> str | None:
+    squashed = attr.replace("_", "").lower()
+    for hook in HOOKS:
+        target = hook.replace("_", "")
+        if squashed in (target, target + "s") or squashed.rstrip("s") == target:
+            return hook
+    close = difflib.get_close_matches(attr, HOOKS, n=1, cutoff=0.9)
+    return close[0] if close else None
+
+
+def missing_field(exc: Exception, request: object) -> Exception:
+    """A 422 naming the field when ``decode_request`` itself indexed the request with a key it lacks.
+
+    Only a ``request[...]`` lookup in ``decode_request``'s own frame counts: a KeyError from deeper
+    code (a tokenizer's vocabulary, a dict of the user's) stays the 500 that it is.
+    """
+    if not isinstance(exc, KeyError) or not isinstance(request, dict) or len(exc.args) != 1:
+        return exc
+    key = exc.args[0]
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or tb.tb_frame.f_code.co_name != "decode_request" or key in request:
+        return exc
+    try:
+        hash(key)
+    except TypeError:
+        return exc
+    return ValidationFailed(
+        [
+            {
+                "loc": ["body", key if isinstance(key, (str, int)) else repr(key)],
+                "msg": f"Field required: decode_request reads request[{key!r}], which this body does not have",
+                "type": "missing",
+            }
+        ]
+    )
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A listening-ready socket bound to ``host:port``; PortInUse (one line, naming the port) if it can't be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"port {port} is already in use on {host or '0.0.0.0'}: stop the process holding it, "
+                f"or pass another port to run(port=...)"
+            ) from None
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+@functools.lru_cache(maxsize=1)
+def other_litserve() -> str | None:
+    """A warning when Lightning's ``litserve`` distribution is installed in this environment too."""
+    from importlib import metadata
+
+    try:
+        other = metadata.distribution("litserve")
+    except metadata.PackageNotFoundError:
+        return None
+    except Exception:  # a broken metadata directory is not our business
+        return None
+    return (
+        f"the pip package 'litserve' {other.version} (Lightning's LitServe, or this project installed under its "
+        "old name) is installed beside this project ('litserve-zmq'): both install the 'litserve' package and "
+        "overwrite each other's files; pip uninstall litserve, then reinstall litserve-zmq"
+    )
