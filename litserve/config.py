@@ -70,7 +70,7 @@ class Settings:
         log_level: the workers' log level (a ``logging`` level or its name); ``LitServer.run(log_level=)``
             sets it too.
         middlewares: ASGI middlewares around the app: classes, or ``(class, kwargs)`` tuples (LitServe's form).
-        callbacks: ``ls.Callback`` instances (one, or a list); see docs/migrating.md.
+        callbacks: ``ls.Callback`` instances (one, or a list); see help(litserve.Callback).
         loggers: ``ls.Logger`` instances (one, or a list) receiving ``LitAPI.log(key, value)``.
         hung_grace: seconds a request may keep its worker busy after its ``timeout`` passed; then the
             worker counts as hung and is killed and replaced (its model is loaded again). ``None``
