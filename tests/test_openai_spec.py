@@ -239,3 +239,15 @@ def test_litserver_spec_argument_is_litserves_spelling():
     server = ls.LitServer(EchoLLM(), spec=ls.OpenAISpec(), accelerator="cpu", devices=1)
     paths = {getattr(r, "path", None) for r in server.app.routes}
     assert {"/v1/chat/completions", "/v1/models"} <= paths and "/predict" not in paths
+
+
+def test_openapi_documents_the_spec_routes_instead_of_predict(echo):
+    doc = httpx.get(echo.url + "/openapi.json", timeout=10).json()
+    assert "/predict" not in doc["paths"]
+    chat = doc["paths"]["/v1/chat/completions"]["post"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ChatCompletionRequest"
+    }
+    assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert "400" in chat["responses"] and "ChatCompletionChunk" in doc["components"]["schemas"]
+    assert "get" in doc["paths"]["/v1/models"]

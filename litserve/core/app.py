@@ -76,6 +76,8 @@ class LitApp(Starlette):
             auth=self._key is not None,
         )
         spec = getattr(api, "spec", None)
+        if spec is not None:  # the spec's routes replace the model route in the document too
+            self._openapi = spec.openapi(self._openapi, settings.api_path)
         if spec is None:
             model_routes: list[BaseRoute] = [Route(settings.api_path, predict, methods=["POST"])]
         else:  # the spec's routes (OpenAI's /v1/...) replace the predict route

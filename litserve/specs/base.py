@@ -81,6 +81,44 @@ class LitSpec:
     def routes(self, ctx: SpecContext) -> list[BaseRoute]:
         raise NotImplementedError
 
+    def openapi_operations(self) -> dict[str, dict[str, Any]]:
+        """``{path: {method: (summary, request model or None, {status: (media type, model or None)})}}``.
+
+        A status may appear twice with different media types (``200`` and ``"200 "``); a model of
+        None is OpenAI's error object.
+        """
+        return {}
+
+    def openapi(self, doc: dict[str, Any], api_path: str) -> dict[str, Any]:
+        """The app's OpenAPI document with the spec's routes in place of ``api_path``."""
+        components = doc.setdefault("components", {}).setdefault("schemas", {})
+
+        def ref(model: type[BaseModel] | None) -> dict[str, Any]:
+            if model is None:
+                return {}
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(schema.pop("$defs", {}))
+            components[model.__name__] = schema
+            return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+        error = {
+            "type": "object",
+            "properties": {"error": {"type": "object", "required": ["message", "type", "param", "code"]}},
+        }
+        paths = {path: ops for path, ops in doc.get("paths", {}).items() if path != api_path}
+        for path, methods in self.openapi_operations().items():
+            for method, (summary, request, responses) in methods.items():
+                operation: dict[str, Any] = {"summary": summary, "responses": {}}
+                if request is not None:
+                    content = {"application/json": {"schema": ref(request)}}
+                    operation["requestBody"] = {"required": True, "content": content}
+                for status, (media, model) in responses.items():
+                    blank = {"description": summary, "content": {}}
+                    entry = operation["responses"].setdefault(str(status).strip(), blank)
+                    entry["content"][media] = {"schema": ref(model) if model is not None else error}
+                paths.setdefault(path, {})[method] = operation
+        return {**doc, "paths": paths}
+
     @property
     def batched(self) -> bool:
         return self.api is not None and self.api.max_batch_size > 1

@@ -181,6 +181,23 @@ class OpenAISpec(LitSpec):
             Route("/v1/models", models, methods=["GET"]),
         ]
 
+    def openapi_operations(self) -> dict[str, dict[str, Any]]:
+        errors: dict[Any, Any] = {status: ("application/json", None) for status in (400, 401, 404, 413, 500, 503, 504)}
+        return {
+            "/v1/chat/completions": {
+                "post": (
+                    "Chat completion (text/event-stream of chat.completion.chunk when stream is true)",
+                    ChatCompletionRequest,
+                    {
+                        200: ("application/json", ChatCompletionResponse),
+                        "200 ": ("text/event-stream", ChatCompletionChunk),
+                        **errors,
+                    },
+                )
+            },
+            "/v1/models": {"get": ("The models served", None, {200: ("application/json", ModelList)})},
+        }
+
     async def _chat(self, ex: Exchange) -> None:
         try:
             ex.authorise()

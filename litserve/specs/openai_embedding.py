@@ -114,6 +114,11 @@ class OpenAIEmbeddingSpec(LitSpec):
                 "OpenAIEmbeddingSpec needs predict() to return the vectors (return, not yield): "
                 "embeddings are not produced step by step"
             )
+        encode = api.encode_response
+        if inspect.isgeneratorfunction(encode) or inspect.isasyncgenfunction(encode):
+            raise ConfigurationError(
+                "OpenAIEmbeddingSpec needs encode_response() to return {'embeddings': [...]} (return, not yield)"
+            )
 
     def request_model(self) -> type[EmbeddingRequest]:
         return EmbeddingRequest
@@ -167,6 +172,14 @@ class OpenAIEmbeddingSpec(LitSpec):
             Route("/v1/embeddings", preflight, methods=["OPTIONS"]),
             Route("/v1/models", models, methods=["GET"]),
         ]
+
+    def openapi_operations(self) -> dict[str, dict[str, Any]]:
+        errors = {status: ("application/json", None) for status in (400, 401, 404, 413, 500, 503, 504)}
+        ok = {200: ("application/json", EmbeddingResponse), **errors}
+        return {
+            "/v1/embeddings": {"post": ("Embeddings of the inputs", EmbeddingRequest, ok)},
+            "/v1/models": {"get": ("The models served", None, {200: ("application/json", ModelList)})},
+        }
 
     async def _embeddings(self, ex: Exchange) -> None:
         try:

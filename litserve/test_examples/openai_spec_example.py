@@ -93,3 +93,39 @@ class OpenAIBatchContext(LitAPI):
     ) -> Iterator[list[dict[str, str]]]:
         for outputs in output_stream:
             yield [{"role": "assistant", "content": out} for out in outputs]
+
+
+class OpenAIWithUsageEncodeResponse(LitAPI):
+    """Tokens streamed one by one, then a last empty message with the counts."""
+
+    def setup(self, device: str) -> None:
+        self.model = None
+
+    def predict(self, x: Any) -> Iterator[str]:
+        yield from ["10", " +", " ", "6", " is", " equal", " to", " ", "16", "."]
+
+    def encode_response(self, output: Any) -> Iterator[dict[str, Any]]:
+        for out in output:
+            yield {"role": "assistant", "content": out}
+        yield {"role": "assistant", "content": "", "prompt_tokens": 25, "completion_tokens": 10, "total_tokens": 35}
+
+
+class OpenAIBatchingWithUsage(OpenAIWithUsage):
+    """The same answer for every request of a batch (use ``max_batch_size > 1``), then each one's counts."""
+
+    def batch(self, inputs: list[Any]) -> list[Any]:
+        return inputs
+
+    def predict(self, x: list[Any]) -> Iterator[list[str]]:  # type: ignore[override]
+        yield ["10 + 6 is equal to 16."] * len(x)
+
+    def encode_response(  # type: ignore[override]
+        self, output_stream: Any, context: list[dict[str, Any]]
+    ) -> Iterator[list[dict[str, Any]]]:
+        for outputs in output_stream:
+            yield [{"role": "assistant", "content": out} for out in outputs]
+        usage = {"role": "assistant", "content": "", "prompt_tokens": 25, "completion_tokens": 10, "total_tokens": 35}
+        yield [dict(usage) for _ in context]
+
+    def unbatch(self, output: Any) -> Any:
+        return output
