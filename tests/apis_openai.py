@@ -104,3 +104,14 @@ class CountingEmbedder(HashEmbedder):
 
     def encode_response(self, output):
         return {"embeddings": output, "prompt_tokens": 7, "total_tokens": 7}
+
+
+class AsyncLLM(ls.LitAPI):
+    """An async generator predict (several streams at once on one worker with max_concurrency)."""
+
+    async def predict(self, messages):
+        import asyncio
+
+        for word in messages[-1]["content"].split(" "):
+            await asyncio.sleep(0.01)  # model behaviour: awaiting an engine
+            yield word + " "

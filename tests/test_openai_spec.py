@@ -251,3 +251,20 @@ def test_openapi_documents_the_spec_routes_instead_of_predict(echo):
     assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
     assert "400" in chat["responses"] and "ChatCompletionChunk" in doc["components"]["schemas"]
     assert "get" in doc["paths"]["/v1/models"]
+
+
+def test_async_predict_runs_concurrent_streams():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from apis_openai import AsyncLLM
+
+    api = AsyncLLM(spec=ls.OpenAISpec(), max_concurrency=8)
+    with ThreadServer(ls.create_app(api, accelerator="cpu", devices=1, timeout=20)) as server:
+
+        def ask(i: int) -> str:
+            messages = [{"role": "user", "content": f"async stream {i}"}]
+            chunks = client(server).chat.completions.create(model="m", messages=messages, stream=True)
+            return "".join(c.delta.content or "" for ch in chunks for c in ch.choices)
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(ask, range(8))) == [f"async stream {i} " for i in range(8)]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pydantic_core
@@ -145,14 +145,19 @@ class OpenAISpec(LitSpec):
         """The conversation as plain dicts: ``[{"role": "user", "content": "..."}, ...]``."""
         return [m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in request.messages]
 
-    def encode_response(self, outputs: Any) -> Iterator[Any]:
-        """Each output as a message dict; in a batched stream, each step's list of outputs."""
-        if self.batched and not stepwise(self.api):  # type: ignore[arg-type]
-            for step in outputs:
-                yield [None if out is None else to_message(out) for out in step]
-        else:
-            for out in outputs:
-                yield to_message(out)
+    def encode_response(self, outputs: Any) -> Iterator[Any] | AsyncIterator[Any]:
+        """Each output as a message dict; in a batched stream, each step's list of outputs.
+
+        An async generator ``predict`` gets an async generator back (the worker iterates it).
+        """
+        encode = self._encode_steps if self.batched and not stepwise(self.api) else to_message  # type: ignore[arg-type]
+        if hasattr(outputs, "__aiter__"):
+            return _amap(encode, outputs)
+        return map(encode, outputs)
+
+    @staticmethod
+    def _encode_steps(step: Any) -> list[Any]:
+        return [None if out is None else to_message(out) for out in step]
 
     def batch(self, inputs: list[Any]) -> list[Any]:
         return list(inputs)
@@ -239,6 +244,11 @@ class OpenAISpec(LitSpec):
                 code="model_not_found",
             )
         return request
+
+
+async def _amap(fn: Any, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for item in items:
+        yield fn(item)
 
 
 async def _answer_error(ex: Exchange, exc: OpenAIError) -> None:
