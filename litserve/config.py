@@ -48,6 +48,10 @@ class SettingsArgs(TypedDict, total=False):
     loggers: Any
     hung_grace: float | bool | None
     heartbeat_timeout: float | bool | None
+    header_timeout: float | None
+    body_timeout: float | None
+    keep_alive_timeout: float
+    max_connections: int | None
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,16 @@ class Settings:
         heartbeat_timeout: seconds a busy worker may go without a heartbeat (sent from a thread of
             its own every quarter of this) before it is killed and replaced: a stopped process, or a
             call that holds the GIL and never returns. ``None`` (or ``False``) turns it off.
+        header_timeout: seconds a connection has to send a request's complete headers, counted from
+            its start or, on a kept-alive connection, from the request's first byte; past it, 408 and
+            the connection closes. ``None`` turns it off.
+        body_timeout: seconds from the end of the headers for the whole body to arrive; past it, 408,
+            the connection closes and the request's slot is freed. ``None``: the request's ``timeout``
+            (and no limit when that is ``None`` too).
+        keep_alive_timeout: seconds an idle keep-alive connection stays open between requests.
+        max_connections: open HTTP connections allowed; at the cap the oldest idle one is closed to
+            make room, or the new one gets 503 when none is idle. ``None``: below the open-file limit,
+            which the server raises to its hard limit at start.
     """
 
     accelerator: str = "auto"
@@ -96,6 +110,15 @@ class Settings:
     loggers: tuple[Any, ...] = ()
     hung_grace: float | None = 30.0
     heartbeat_timeout: float | None = 30.0
+    header_timeout: float | None = 5.0
+    body_timeout: float | None = None
+    keep_alive_timeout: float = 5.0
+    max_connections: int | None = None
+
+    @property
+    def body_deadline(self) -> float | None:
+        """Seconds a body may take to arrive: ``body_timeout``, else the request's ``timeout``."""
+        return self.body_timeout if self.body_timeout is not None else self.timeout
 
     @classmethod
     def build(cls, **given: Any) -> Settings:
@@ -156,6 +179,10 @@ def _optional_seconds(name: str, value: Any) -> float | None:
         return _number(name, value, low=0, strict=True)
     except ConfigurationError:
         raise ConfigurationError(f"{name} must be a number of seconds > 0, or None/False, got {value!r}") from None
+
+
+def _optional_count(name: str, value: Any) -> int | None:
+    return None if value is None else _count(name, value)
 
 
 def _path(name: str, value: Any) -> str:
@@ -232,6 +259,10 @@ _CHECKS = {
     "loggers": _objects,
     "hung_grace": _optional_seconds,
     "heartbeat_timeout": _optional_seconds,
+    "header_timeout": _optional_seconds,
+    "body_timeout": _optional_seconds,
+    "keep_alive_timeout": lambda name, value: _number(name, value, low=0, strict=True),
+    "max_connections": _optional_count,
 }
 _FIELDS = frozenset(_CHECKS)
 assert _FIELDS == {f.name for f in dataclasses.fields(Settings)}, "every setting has exactly one check"

@@ -78,3 +78,11 @@ def test_a_pydantic_response_holding_nan_is_refused_not_written_as_null():
     with pytest.raises(NonFiniteNumber):
         encode(Out(output=math.nan))
     assert json.loads(encode({"output": 2.0})) == {"output": 2.0, "note": None}  # a real null stays
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999"])
+def test_a_number_too_large_for_a_double_is_the_request_s_fault_not_a_500(plain, number):
+    body = f'{{"op": "echo", "value": {number}}}'  # parses as infinity, which the echo would return
+    r = plain.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "too large for a 64-bit float" in r.json()["detail"]

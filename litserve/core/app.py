@@ -25,7 +25,7 @@ from ..devices import resolve_devices
 from ..errors import ConfigurationError, RequestError, Unauthorized
 from ..mcp import ToolTarget, mcp_routes
 from ..specs.exchange import SpecContext
-from . import docs_ui, logs
+from . import docs_ui, http_limits, logs
 from .compat import ServerHooks, health_response
 from .drain import SignalDrain
 from .handler import PredictEndpoint, key_accepted
@@ -129,6 +129,7 @@ class LitApp(Starlette):
         Meanwhile SIGTERM/SIGINT drain before the host server stops, whichever server it is
         (``core/drain.py``); the app's own lifespan runs this too.
         """
+        http_limits.install(self.connection_limits(), self.metrics)  # under uvicorn: read deadlines, bound
         await self.start()
         drain = SignalDrain(self)
         drain.install()
@@ -139,6 +140,11 @@ class LitApp(Starlette):
                 await self.stop()
             finally:
                 drain.uninstall()
+
+    def connection_limits(self) -> http_limits.Limits:
+        """The per-connection limits of these settings, as ``core/http_limits.py`` enforces them."""
+        s = self.settings
+        return http_limits.Limits(s.header_timeout, s.body_deadline, s.keep_alive_timeout, s.max_connections)
 
     def drain(self) -> None:
         """Stop taking requests (503, /ready turns 503) while those in flight finish."""

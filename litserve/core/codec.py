@@ -5,7 +5,10 @@ models, dataclasses and datetimes natively. Tensors and arrays go through ``toli
 
 JSON numbers are finite (RFC 8259): ``NaN``, ``Infinity`` and ``-Infinity`` are refused on the way in
 (400, like any invalid JSON) and on the way out (500 naming the problem, never invalid JSON on the
-wire). The check is a substring scan on the hot path; the strict parse runs only when a scan hits.
+wire). On the hot path the check is a one-byte scan (``memchr``); the word search and the strict parse
+run only when it hits. A number too large for a double (``1e999``) parses as infinity: when that
+reaches the response, the request, not ``encode_response``, is to blame and gets 400
+(``blame_the_request``, consulted only on that error path).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class ResponseEncoder:
                 raise NonFiniteNumber(_NON_FINITE_OUT)
             return out
         out = pydantic_core.to_json(value, fallback=_fallback)
-        if b"NaN" in out or b"Infinity" in out:  # as tokens they are not JSON; inside strings they are fine
+        if _may_hold_non_finite(out):  # as tokens they are not JSON; inside strings they are fine
             try:
                 pydantic_core.from_json(out, allow_inf_nan=False)
             except ValueError:
@@ -72,9 +75,14 @@ _NON_FINITE_OUT = (
 )
 
 
+def _may_hold_non_finite(data: bytes) -> bool:
+    # one-byte searches are memchr (GB/s); the word searches run only for bytes holding an N or an I
+    return (b"N" in data or b"I" in data) and (b"NaN" in data or b"Infinity" in data)
+
+
 def reject_non_finite(body: bytes) -> None:
     """BadRequest if ``body`` holds NaN/Infinity as a JSON number (a scan first; a parse only on a hit)."""
-    if b"NaN" in body or b"Infinity" in body:
+    if _may_hold_non_finite(body):
         try:
             pydantic_core.from_json(body, allow_inf_nan=False)
         except ValueError as exc:
@@ -85,6 +93,19 @@ def _hint(body: bytes) -> str:
     if b"NaN" in body or b"Infinity" in body:
         return " (NaN, Infinity and -Infinity are not JSON numbers)"
     return ""
+
+
+def blame_the_request(exc: Exception, body: bytes) -> Exception:
+    """``exc`` from encoding a response, or a 400 when the non-finite number came from ``body`` itself
+    (a number like ``1e999`` overflows to infinity when parsed). Only called on the error path."""
+    if isinstance(exc, NonFiniteNumber):
+        try:
+            value = pydantic_core.from_json(body, allow_inf_nan=False)
+        except ValueError:
+            return exc
+        if _has_non_finite(value):
+            return invalid_json("a number is too large for a 64-bit float (JSON numbers must be finite)")
+    return exc
 
 
 def _has_non_finite(value: Any) -> bool:

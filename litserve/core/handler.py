@@ -35,6 +35,7 @@ from ..errors import (
 from . import protocol as P
 from .forms import is_form
 from .hooks import RAW_RESPONSE_TAG
+from .http_limits import SCOPE_FLAG as BODY_TIMED_OUT
 from .metrics import Metrics
 from .pool import RUNNING, Call, Pool
 
@@ -110,9 +111,10 @@ class PredictEndpoint:
             if not key_accepted(self._api_key, api_key):
                 raise Unauthorized("missing or invalid X-API-Key header")
             body = await self._read_body(receive, content_length)
-            if body is None:
-                self.metrics.answered(499, loop.time() - arrived)
-                return  # the client left while sending its body
+            if body is None:  # the client left while sending its body, or missed the body deadline
+                status = 408 if scope.get(BODY_TIMED_OUT) else 499  # the 408 was written by http_limits
+                self.metrics.answered(status, loop.time() - arrived)
+                return
             tag = request_id
             if content_type is not None and not content_type.startswith(b"application/json") and is_form(content_type):
                 if self.validate is not None:

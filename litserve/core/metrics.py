@@ -80,6 +80,35 @@ class Metrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.connections_refused = Counter(
+            "litserve_connections_refused",
+            "Connections answered 503 and closed at once: max_connections were open and none was idle.",
+            registry=reg,
+        )
+        self.connections_shed = Counter(
+            "litserve_connections_shed",
+            "Idle connections closed to make room for a new one when max_connections were open.",
+            registry=reg,
+        )
+        self.connections_timed_out = Counter(
+            "litserve_connections_timed_out",
+            "Connections closed by a read deadline: headers (header_timeout), body, idle keep-alive.",
+            ["phase"],
+            registry=reg,
+        )
+        self.connections_open = Gauge(
+            "litserve_connections_open",
+            "HTTP connections open, as the connection bound counts them (max_connections).",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self._connection_events = {
+            "refused": self.connections_refused,
+            "shed": self.connections_shed,
+            "header_timeout": self.connections_timed_out.labels("headers"),
+            "body_timeout": self.connections_timed_out.labels("body"),
+            "idle_timeout": self.connections_timed_out.labels("idle"),
+        }
         self._route = route
         self._by_status: dict[int, Counter] = {}
 
@@ -97,6 +126,10 @@ class Metrics:
             self.workers_ready.set_function(ready)
             self.capacity.set_function(capacity)
         self._live = (queue_depth, in_flight, ready, capacity)
+
+    def connection_event(self, event: str) -> None:
+        """Count a connection refused, shed or closed by a deadline (``core/http_limits.py``)."""
+        self._connection_events[event].inc()
 
     def answered(self, status: int, seconds: float) -> None:
         counter = self._by_status.get(status)

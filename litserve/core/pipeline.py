@@ -34,7 +34,7 @@ from ..context import reset_request_ids, set_request_ids
 from ..errors import user_exception_reply
 from . import hooks
 from . import protocol as P
-from .codec import RequestDecoder, ResponseEncoder
+from .codec import RequestDecoder, ResponseEncoder, blame_the_request
 
 logger = logging.getLogger("litserve.worker")
 
@@ -139,6 +139,7 @@ class Pipeline:
                 if cb is not None:
                     cb.trigger_event("on_after_encode_response", lit_api=api)
             except Exception as exc:
+                exc = blame_the_request(exc, it.payload)  # 1e999 in, infinity out: a 400, not a 500
                 _log_user_error(exc, [it], "encode_response")
                 replies.append((it.rid, *user_exception_reply(exc)))
             finally:
@@ -186,6 +187,7 @@ class Pipeline:
                     return (rid, CANCELLED, b"")
         except Exception as failure:
             exc = missing_field(failure, request)  # request["x"] in decode_request, body without "x": 422
+            exc = blame_the_request(exc, it.payload)  # 1e999 in, infinity out: a 400, not a 500
             _log_user_error(exc, [it], "stream")
             return (rid, *user_exception_reply(exc))
         finally:
