@@ -50,7 +50,7 @@ class SettingsArgs(TypedDict, total=False):
     heartbeat_timeout: float | bool | None
     header_timeout: float | None
     body_timeout: float | None
-    keep_alive_timeout: float
+    keep_alive_timeout: float | None
     max_connections: int | None
 
 
@@ -88,7 +88,8 @@ class Settings:
         body_timeout: seconds from the end of the headers for the whole body to arrive; past it, 408,
             the connection closes and the request's slot is freed. ``None``: the request's ``timeout``
             (and no limit when that is ``None`` too).
-        keep_alive_timeout: seconds an idle keep-alive connection stays open between requests.
+        keep_alive_timeout: seconds an idle keep-alive connection stays open between requests; ``None``:
+            the HTTP server's own (uvicorn's ``timeout_keep_alive``, 5 s unless set there).
         max_connections: open HTTP connections allowed; at the cap the oldest idle one is closed to
             make room, or the new one gets 503 when none is idle. ``None``: below the open-file limit,
             which the server raises to its hard limit at start.
@@ -112,7 +113,7 @@ class Settings:
     heartbeat_timeout: float | None = 30.0
     header_timeout: float | None = 5.0
     body_timeout: float | None = None
-    keep_alive_timeout: float = 5.0
+    keep_alive_timeout: float | None = None
     max_connections: int | None = None
 
     @property
@@ -261,7 +262,7 @@ _CHECKS = {
     "heartbeat_timeout": _optional_seconds,
     "header_timeout": _optional_seconds,
     "body_timeout": _optional_seconds,
-    "keep_alive_timeout": lambda name, value: _number(name, value, low=0, strict=True),
+    "keep_alive_timeout": _optional_seconds,
     "max_connections": _optional_count,
 }
 _FIELDS = frozenset(_CHECKS)

@@ -1,7 +1,7 @@
 """A bound on open connections (issue 11 item 2): at ``max_connections`` the oldest idle connection is
 closed to make room; when none is idle the new one gets 503; and a flood of idle connections against
 a server whose open-file limit is small leaves honest requests served, under ``LitServer.run`` and
-under plain ``uvicorn module:app`` alike (the flood runs in a subprocess under ``ulimit -n``)."""
+under plain ``uvicorn module:app`` and ``litserve serve`` alike (the flood runs in a subprocess under ``ulimit -n``)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,7 @@ MODULE = textwrap.dedent(
 
     # header_timeout=60: here it is the connection bound, not the header deadline, that must hold
     app = ls.create_app(FaultAPI(), accelerator="cpu", devices=1, timeout=30, header_timeout=60)
+    api = FaultAPI()  # for `litserve serve floodmod:api --header-timeout 60`
 
     if __name__ == "__main__":
         ls.LitServer(FaultAPI(), accelerator="cpu", devices=1, timeout=30, header_timeout=60).run(
@@ -132,11 +133,15 @@ def open_files(pid: int) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runner", ["uvicorn", "litserver"])
+@pytest.mark.parametrize("runner", ["uvicorn", "litserver", "cli"])
 def test_a_flood_of_idle_connections_leaves_honest_requests_served(tmp_path, runner):
     (tmp_path / "floodmod.py").write_text(MODULE)
     if runner == "uvicorn":
         command = '"$0" -m uvicorn floodmod:app --host 127.0.0.1 --port {port} --log-level warning'
+    elif runner == "cli":
+        command = (
+            '"$0" -m litserve serve floodmod:api --host 127.0.0.1 --port {port} --accelerator cpu --header-timeout 60'
+        )
     else:
         command = '"$0" floodmod.py {port}'
     with Proc(["sh", "-c", f"ulimit -n {LIMIT} && exec {command}", sys.executable], tmp_path) as proc:

@@ -61,6 +61,14 @@ SETTINGS_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--max-payload-size", "max_payload_size", str, "largest request body, e.g. 10MB, before 413"),
     ("--startup-timeout", "startup_timeout", float, "seconds a worker's setup may take"),
     ("--shutdown-grace", "shutdown_grace", float, "seconds in-flight requests get on SIGTERM"),
+    ("--header-timeout", "header_timeout", _timeout, "seconds to send complete request headers before 408; 'none'"),
+    (
+        "--body-timeout",
+        "body_timeout",
+        _timeout,
+        "seconds for a body to arrive before 408 (default: --timeout)",
+    ),
+    ("--max-connections", "max_connections", int, "open connections kept; idle ones are closed first at the cap"),
 )
 
 

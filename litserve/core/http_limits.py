@@ -12,7 +12,7 @@ protocol classes (httptools and h11) that add, per connection:
 - **body deadline** (``body_timeout``, by default the request's ``timeout``): a body still arriving
   when it passes gets ``408`` (when no response has started) and the connection closes; the app's
   ``receive()`` then reports a disconnect, so the request's slot is freed.
-- **idle keep-alive** (``keep_alive_timeout``): uvicorn's own timer, with our setting.
+- **idle keep-alive** (``keep_alive_timeout``): uvicorn's own timer, with our setting when one is given.
 - **a connection bound** (``max_connections``, by default below the open-file limit, whose soft
   value is raised to the hard one): at the bound the oldest idle connection (between requests, or
   still sending headers) is closed to make room; if none is idle the new one gets ``503`` + close.
@@ -59,7 +59,7 @@ class Limits:
 
     header_timeout: float | None = 5.0
     body_timeout: float | None = 30.0
-    keep_alive_timeout: float = 5.0
+    keep_alive_timeout: float | None = None  # None: uvicorn's own timeout_keep_alive
     max_connections: int | None = None
 
 
@@ -148,7 +148,8 @@ class _Guard:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.timeout_keep_alive = self._lit_limits.keep_alive_timeout
+        if self._lit_limits.keep_alive_timeout is not None:
+            self.timeout_keep_alive = self._lit_limits.keep_alive_timeout
         board = getattr(self.server_state, "_litserve_board", None)
         if board is None:
             board = self.server_state._litserve_board = Board(self._lit_limits, self._lit_metrics)
