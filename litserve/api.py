@@ -28,6 +28,8 @@ class LitAPI:
         spec: serve the API as a well-known interface instead of ``/predict``: ``ls.OpenAISpec()``
             (chat completions) or ``ls.OpenAIEmbeddingSpec()`` (embeddings); see help(litserve.OpenAISpec).
         mcp: a ``litserve.mcp.MCP(description=...)``: the API is also an MCP tool at ``/mcp/``.
+        api_path: the path of this API's route (``POST``); each API of a server has its own.
+        enable_async: accepted for LitServe; ``async def`` hooks are detected, so it changes nothing.
     """
 
     def __init__(
@@ -38,20 +40,42 @@ class LitAPI:
         stream: bool = False,
         max_concurrency: int = 1,
         spec: Any = None,
+        api_path: str = "/predict",
+        enable_async: bool | None = None,
         mcp: Any = None,
     ) -> None:
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
-            raise ConfigurationError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
-        if not isinstance(batch_timeout, (int, float)) or batch_timeout < 0:
-            raise ConfigurationError(f"batch_timeout must be a number >= 0, got {batch_timeout!r}")
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ConfigurationError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
-        self.max_batch_size = max_batch_size
-        self.batch_timeout = float(batch_timeout)
-        self.stream = bool(stream)
-        self.max_concurrency = max_concurrency
-        self.spec = spec
+        self.max_batch_size, self.batch_timeout, self.stream, self.max_concurrency = 1, 0.0, False, 1
+        self.spec: Any = None
+        self.api_path = "/predict"
+        self.enable_async = enable_async
         self.mcp = mcp  # a litserve.mcp.MCP: also serve this API as an MCP tool at /mcp/
+        self.configure(
+            max_batch_size=max_batch_size,
+            batch_timeout=batch_timeout,
+            stream=stream,
+            max_concurrency=max_concurrency,
+            spec=spec,
+            api_path=api_path,
+        )
+
+    def configure(self, **settings: Any) -> None:
+        """Set model settings, checked as the constructor checks them (server-level legacy settings land here)."""
+        for name, value in settings.items():
+            if name in ("max_batch_size", "max_concurrency"):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+            elif name == "batch_timeout":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise ConfigurationError(f"batch_timeout must be a number >= 0, got {value!r}")
+                value = float(value)
+            elif name == "stream":
+                value = bool(value)
+            elif name == "api_path":
+                if not isinstance(value, str) or not value.startswith("/"):
+                    raise ConfigurationError(f"api_path must start with '/', got {value!r}")
+            elif name != "spec":
+                raise ConfigurationError(f"{name} is not a LitAPI setting")
+            setattr(self, name, value)
 
     # -- hooks ---------------------------------------------------------------------------------------
     def setup(self, device: str) -> None:

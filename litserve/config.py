@@ -13,15 +13,20 @@ workers need them too and each API of a server has its own.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .api import LitAPI
 
 API_KEY_ENV = "LIT_SERVER_API_KEY"
 
@@ -34,15 +39,17 @@ class SettingsArgs(TypedDict, total=False):
 
     accelerator: str
     devices: int | Sequence[int] | str
-    workers_per_device: int
+    workers_per_device: int | Mapping[str, int]
     timeout: float | bool | None
-    api_path: str
     max_queue_size: int
     max_payload_size: int | str
     startup_timeout: float
     shutdown_grace: float
     api_key: str | None
     log_level: int | str
+    healthcheck_path: str
+    info_path: str
+    model_metadata: Any
     middlewares: Sequence[Any] | None
     callbacks: Any
     loggers: Any
@@ -52,6 +59,21 @@ class SettingsArgs(TypedDict, total=False):
     body_timeout: float | None
     keep_alive_timeout: float | None
     max_connections: int | None
+    restart_workers: bool
+    track_requests: bool
+
+
+class ServerArgs(SettingsArgs, total=False):
+    """``SettingsArgs`` plus the model settings LitServe once took on the server (forwarded to the API)."""
+
+    api_path: str
+    stream: bool
+    max_batch_size: int
+    batch_timeout: float
+    spec: Any
+
+
+LEGACY_MODEL_SETTINGS = ("api_path", "stream", "max_batch_size", "batch_timeout", "spec")
 
 
 @dataclass(frozen=True)
@@ -61,10 +83,10 @@ class Settings:
     Attributes:
         accelerator: ``"auto"``, ``"cpu"``, ``"cuda"`` (or ``"gpu"``), ``"mps"``.
         devices: ``"auto"`` (every visible device), a count, or a list of device ids.
-        workers_per_device: worker processes per device, each with its own copy of the model.
+        workers_per_device: worker processes per device, each with its own copy of the model; an
+            int for every API, or a dict ``{api_path: int}`` (an API it does not name gets 1).
         timeout: seconds from a request's arrival to its response (to each chunk, when streaming);
             past it the client gets 504. ``None`` (or ``False`` when given) waits forever.
-        api_path: the path of the model route (``POST``).
         max_queue_size: requests that may wait for a worker; beyond it, 503 with Retry-After.
         max_payload_size: largest request body in bytes (given as an int or as ``"10MB"``); beyond it, 413.
         startup_timeout: seconds a worker's ``setup`` may take before it counts as failed.
@@ -73,9 +95,14 @@ class Settings:
             read when the app is created. ``""`` turns authentication off.
         log_level: the workers' log level (a ``logging`` level or its name); ``LitServer.run(log_level=)``
             sets it too.
-        middlewares: ASGI middlewares around the app: classes, or ``(class, kwargs)`` tuples (LitServe's form).
-        callbacks: ``ls.Callback`` instances (one, or a list); see help(litserve.Callback).
-        loggers: ``ls.Logger`` instances (one, or a list) receiving ``LitAPI.log(key, value)``.
+        healthcheck_path: the path of the liveness probe (``GET``).
+        info_path: the path of the server's description (``GET``, needs the key when one is set).
+        model_metadata: any JSON-serialisable value, shown by ``info_path`` as ``model``.
+        middlewares: ASGI middleware classes, or ``(cls, kwargs)`` tuples, wrapped around the app in order.
+        callbacks: ``ls.Callback`` instances (one or a list) called at LitServe's hook points.
+        loggers: ``ls.Logger`` instances (one or a list) receiving ``LitAPI.log(key, value)``.
+        restart_workers: accepted for LitServe; a worker that dies is always replaced (``False`` warns).
+        track_requests: accepted for LitServe; requests in flight are always counted (``/metrics``).
         hung_grace: seconds a request may keep its worker busy after its ``timeout`` passed; then the
             worker counts as hung and is killed and replaced (its model is loaded again). ``None``
             (or ``False``) never does; without a ``timeout`` it never applies either.
@@ -97,20 +124,24 @@ class Settings:
 
     accelerator: str = "auto"
     devices: int | Sequence[int] | str = "auto"
-    workers_per_device: int = 1
+    workers_per_device: int | Mapping[str, int] = 1
     timeout: float | None = 30.0
-    api_path: str = "/predict"
     max_queue_size: int = 1024
     max_payload_size: int = 100 * 10**6
     startup_timeout: float = 600.0
     shutdown_grace: float = 30.0
     api_key: str | None = None
     log_level: int = logging.INFO
+    healthcheck_path: str = "/health"
+    info_path: str = "/info"
+    model_metadata: Any = None
     middlewares: tuple[Any, ...] = ()
     callbacks: tuple[Any, ...] = ()
     loggers: tuple[Any, ...] = ()
     hung_grace: float | None = 30.0
     heartbeat_timeout: float | None = 30.0
+    restart_workers: bool = True
+    track_requests: bool = False
     header_timeout: float | None = 5.0
     body_timeout: float | None = None
     keep_alive_timeout: float | None = None
@@ -140,9 +171,41 @@ class Settings:
         """The settings as ``/info`` shows them: everything but the key."""
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "api_key"}
         shown["log_level"] = logging.getLevelName(self.log_level)
-        for name in ("middlewares", "callbacks", "loggers"):  # objects: shown by class name
+        for name in ("middlewares", "callbacks", "loggers"):
             shown[name] = [_class_name(item) for item in shown[name]]
+        shown["workers_per_device"] = self.workers_per_device
         return shown
+
+    def workers_for(self, api_path: str) -> int:
+        """Worker processes per device for the API at ``api_path``."""
+        if isinstance(self.workers_per_device, int):
+            return self.workers_per_device
+        return self.workers_per_device.get(api_path, 1)
+
+
+def forward_model_settings(apis: Sequence[LitAPI], given: dict[str, Any]) -> dict[str, Any]:
+    """Move LitServe's old per-server model settings onto the API, with LitServe's DeprecationWarning.
+
+    Returns ``given`` without them. With several APIs they are refused: each API has its own.
+    """
+    legacy = {name: given.pop(name) for name in LEGACY_MODEL_SETTINGS if name in given}
+    legacy = {name: value for name, value in legacy.items() if value is not None}
+    if legacy.get("stream") is False:
+        del legacy["stream"]  # the default, as LitServe passes it
+    if not legacy:
+        return given
+    if len(apis) != 1:
+        names = ", ".join(sorted(legacy))
+        raise ConfigurationError(f"{names}: with several APIs, pass them to each LitAPI(...), not to the server")
+    [api] = apis
+    for name, value in legacy.items():
+        warnings.warn(
+            f"{name}= on the server is deprecated (as in LitServe); pass it to the API: LitAPI({name}=...)",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        api.configure(**{name: value})
+    return given
 
 
 def _class_name(item: Any) -> str:
@@ -228,6 +291,36 @@ def _as_is(name: str, value: Any) -> Any:
     return value  # checked where it is resolved (devices.resolve_devices), with the other device settings
 
 
+def _workers(name: str, value: Any) -> int | dict[str, int]:
+    if isinstance(value, Mapping):
+        out = {}
+        for path, count in value.items():
+            _path(f"{name} key", path)
+            out[path] = _count(f"{name}[{path!r}]", count)
+        return out
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an int >= 1 or a dict {{api_path: int}}, got {value!r}")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+    if name == "restart_workers" and not value:
+        warnings.warn(
+            "restart_workers=False is ignored: litserve always replaces a worker that dies", UserWarning, stacklevel=4
+        )
+    return value
+
+
+def _metadata(name: str, value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be JSON serialisable, got a {type(value).__name__}") from None
+    return value
+
+
 def parse_size(value: int | str, name: str = "max_payload_size") -> int:
     """Bytes from an int or a string like ``"10MB"`` (decimal) or ``"10MiB"`` (binary)."""
     size = None
@@ -246,15 +339,17 @@ def parse_size(value: int | str, name: str = "max_payload_size") -> int:
 _CHECKS = {
     "accelerator": _as_is,
     "devices": _as_is,
-    "workers_per_device": _count,
+    "workers_per_device": _workers,
     "timeout": _timeout,
-    "api_path": _path,
     "max_queue_size": _count,
     "max_payload_size": lambda name, value: parse_size(value, name),
     "startup_timeout": lambda name, value: _number(name, value, low=0),
     "shutdown_grace": lambda name, value: _number(name, value, low=0),
     "api_key": _api_key,
     "log_level": _log_level,
+    "healthcheck_path": _path,
+    "info_path": _path,
+    "model_metadata": _metadata,
     "middlewares": _objects,
     "callbacks": _objects,
     "loggers": _objects,
@@ -264,6 +359,8 @@ _CHECKS = {
     "body_timeout": _optional_seconds,
     "keep_alive_timeout": _optional_seconds,
     "max_connections": _optional_count,
+    "restart_workers": _flag,
+    "track_requests": _flag,
 }
 _FIELDS = frozenset(_CHECKS)
 assert _FIELDS == {f.name for f in dataclasses.fields(Settings)}, "every setting has exactly one check"

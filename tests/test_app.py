@@ -199,8 +199,8 @@ def test_metrics_count_requests(square):
     ok_line = 'litserve_requests_total{route="/predict",status="200"}'
     line = next(ln for ln in text.splitlines() if ln.startswith(ok_line))
     assert float(line.split()[-1]) >= 1
-    assert "litserve_queue_depth 0.0" in text
-    assert "litserve_workers_ready 1.0" in text
+    assert 'litserve_queue_depth{route="/predict"} 0.0' in text
+    assert 'litserve_workers_ready{route="/predict"} 1.0' in text
 
 
 def test_api_key(monkeypatch):

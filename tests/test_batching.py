@@ -174,9 +174,9 @@ def test_timed_out_or_disconnected_requests_are_never_batched(short_timeout_serv
         wait_for(lambda: queued(client) == 1)
         left = post_raw(client.port, {"tag": "left", "x": 2})
         wait_for(lambda: queued(client) == 2)
-        disconnects = _metric(client, "litserve_disconnects_total")
+        disconnects = _metric(client, 'litserve_disconnects_total{route="/predict"}')
         left.close()
-        wait_for(lambda: _metric(client, "litserve_disconnects_total") > disconnects)
+        wait_for(lambda: _metric(client, 'litserve_disconnects_total{route="/predict"}') > disconnects)
         r = timed_out.result(timeout=30)  # answered while the worker is still blocked
         assert r.status_code == 504
         assert "did not complete within 1.0s" in r.json()["detail"]

@@ -18,7 +18,12 @@ import litserve as ls
 
 def gauges(url: str) -> dict[str, float]:
     text = httpx.get(url + "/metrics", timeout=10).text
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+    totals: dict[str, float] = {}  # each gauge summed over its routes (one API here)
+    for family in text_string_to_metric_families(text):
+        if family.type == "gauge":
+            for sample in family.samples:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
 
 
 def test_capacity_is_what_the_ready_workers_run_at_once():

@@ -265,7 +265,7 @@ def test_the_deployments_command_serves_its_probes_and_every_autoscaling_metric(
         families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
         wanted = autoscaling_metric_names()
         assert wanted and wanted <= families, f"named by HPA/KEDA but not exported: {wanted - families}"
-        assert re.search(r"^litserve_capacity 1\.0$", text, re.M)  # one worker, no batching
+        assert re.search(r'^litserve_capacity\{route="/predict"\} 1\.0$', text, re.M)  # one worker, no batching
         proc.signal(signal.SIGTERM)
         assert proc.wait_exit(shutdown_budget(server_args(c).shutdown_grace)) == 0, proc.output()
         proc.wait_group_gone()

@@ -178,11 +178,14 @@ def test_ten_thousand_mixed_requests_leave_nothing_behind():
         assert rss_end <= 1.10 * rss_warm  # a leak grows; the allocator giving memory back is no leak
         # The metrics saw the same story.
         samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if not line.startswith("#"))
-        timeouts = float(samples["litserve_timeouts_total"])
+        timeouts = float(samples['litserve_timeouts_total{route="/predict"}'])
         assert timeouts == counts["504"]
-        disconnects = float(samples["litserve_disconnects_total"])
+        disconnects = float(samples['litserve_disconnects_total{route="/predict"}'])
         print(f"[leaks] disconnects counted: {disconnects:.0f} of {counts['left']} clients that left")
         assert 0 < disconnects <= counts["left"]
-        assert "litserve_requests_in_flight 0.0" in metrics and "litserve_queue_depth 0.0" in metrics
+        assert (
+            'litserve_requests_in_flight{route="/predict"} 0.0' in metrics
+            and 'litserve_queue_depth{route="/predict"} 0.0' in metrics
+        )
         # And it still serves.
         assert client.post("/predict", json={"op": "echo", "value": "after"}).json() == {"value": "after"}

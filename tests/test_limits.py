@@ -86,8 +86,8 @@ def test_full_queue_answers_503_with_retry_after_and_recovers(limited, tmp_path)
     before_503 = status_count(client, 503)
     with blocked_requests(client, tmp_path / "gate", capacity + 2) as responses:
         # `capacity` requests are on the worker, 2 wait in the app's queue: it is full.
-        wait_for(lambda: metric(client, "litserve_queue_depth") == 2)
-        assert metric(client, "litserve_requests_in_flight") == capacity + 2
+        wait_for(lambda: metric(client, 'litserve_queue_depth{route="/predict"}') == 2)
+        assert metric(client, 'litserve_requests_in_flight{route="/predict"}') == capacity + 2
         info = client.get("/info").json()
         assert info["queued"] == 2 and info["in_flight"] == capacity + 2
         r = client.post("/predict", json={"op": "echo"}, headers={"X-Request-ID": "over-the-top"})
@@ -99,7 +99,10 @@ def test_full_queue_answers_503_with_retry_after_and_recovers(limited, tmp_path)
         assert client.get("/ready").status_code == 200  # full is not unready: the worker is fine
     assert len(responses) == capacity + 2
     assert all(r.status_code == 200 and r.json()["released"] for r in responses)
-    assert metric(client, "litserve_queue_depth") == 0 and metric(client, "litserve_requests_in_flight") == 0
+    assert (
+        metric(client, 'litserve_queue_depth{route="/predict"}') == 0
+        and metric(client, 'litserve_requests_in_flight{route="/predict"}') == 0
+    )
     assert client.post("/predict", json={"op": "echo", "value": 1}).json()["value"] == 1
 
 
@@ -270,8 +273,8 @@ def test_metrics_names_and_counts_move(limited, tmp_path):
         assert re.search(rf"^{name}[ {{_]", text, re.M), name  # a sample of it, under its documented name
     ok, err = status_count(client, 200), status_count(client, 500)
     dur = metric(client, 'litserve_request_duration_seconds_count{route="/predict"}')
-    waits = metric(client, "litserve_queue_wait_seconds_count")
-    batches = metric(client, "litserve_batch_size_count")
+    waits = metric(client, 'litserve_queue_wait_seconds_count{route="/predict"}')
+    batches = metric(client, 'litserve_batch_size_count{route="/predict"}')
     for _ in range(5):
         client.post("/predict", json={"op": "echo"})
     client.post("/predict", json={"op": "raise"})
@@ -279,14 +282,14 @@ def test_metrics_names_and_counts_move(limited, tmp_path):
     assert status_count(client, 200) == ok + 5
     assert status_count(client, 500) == err + 1
     assert metric(client, 'litserve_request_duration_seconds_count{route="/predict"}') == dur + 7
-    assert metric(client, "litserve_queue_wait_seconds_count") == waits + 6
-    assert metric(client, "litserve_batch_size_count") == batches + 6
-    assert metric(client, 'litserve_batch_size_bucket{le="1.0"}') == batches + 6
+    assert metric(client, 'litserve_queue_wait_seconds_count{route="/predict"}') == waits + 6
+    assert metric(client, 'litserve_batch_size_count{route="/predict"}') == batches + 6
+    assert metric(client, 'litserve_batch_size_bucket{le="1.0",route="/predict"}') == batches + 6
     with blocked_requests(client, tmp_path / "gate", 1):
         wait_for((tmp_path / "gate.started").exists)
-        assert metric(client, "litserve_requests_in_flight") == 1
-        assert metric(client, "litserve_queue_depth") == 0
-    wait_for(lambda: metric(client, "litserve_requests_in_flight") == 0)
+        assert metric(client, 'litserve_requests_in_flight{route="/predict"}') == 1
+        assert metric(client, 'litserve_queue_depth{route="/predict"}') == 0
+    wait_for(lambda: metric(client, 'litserve_requests_in_flight{route="/predict"}') == 0)
 
 
 @pytest.fixture(scope="module")
@@ -298,12 +301,12 @@ def quick_timeout():
 
 def test_timeouts_are_counted(quick_timeout, tmp_path):
     app, server, client = quick_timeout
-    timeouts = metric(client, "litserve_timeouts_total")
+    timeouts = metric(client, 'litserve_timeouts_total{route="/predict"}')
     gate = tmp_path / "gate"
     try:
         r = client.post("/predict", json={"op": "block", "path": str(gate)}, headers={"X-Request-ID": "slow-1"})
         assert r.status_code == 504 and "0.3" in r.json()["detail"] and r.headers["x-request-id"] == "slow-1"
-        assert metric(client, "litserve_timeouts_total") == timeouts + 1
+        assert metric(client, 'litserve_timeouts_total{route="/predict"}') == timeouts + 1
         assert status_count(client, 504) >= 1
         assert not app.pool.calls  # the app forgot it at once; the worker is told to drop it
     finally:
@@ -314,7 +317,7 @@ def test_timeouts_are_counted(quick_timeout, tmp_path):
 
 def test_disconnects_are_counted_and_leave_nothing_behind(limited, tmp_path):
     app, server, client = limited
-    disconnects, gone = metric(client, "litserve_disconnects_total"), status_count(client, 499)
+    disconnects, gone = metric(client, 'litserve_disconnects_total{route="/predict"}'), status_count(client, 499)
     gate = tmp_path / "gate"
     body = json.dumps({"op": "block", "path": str(gate)}).encode()
     try:
@@ -325,7 +328,7 @@ def test_disconnects_are_counted_and_leave_nothing_behind(limited, tmp_path):
                 + b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
             )
             wait_for(Path(str(gate) + ".started").exists)
-        wait_for(lambda: metric(client, "litserve_disconnects_total") == disconnects + 1)
+        wait_for(lambda: metric(client, 'litserve_disconnects_total{route="/predict"}') == disconnects + 1)
         assert not app.pool.calls
         assert status_count(client, 499) == gone + 1
     finally:

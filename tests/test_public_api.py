@@ -150,7 +150,14 @@ def test_litapi_refuses_impossible_combinations():
         (dict(timeout=True), "timeout"),
         (dict(api_path="predict"), "api_path"),
         (dict(api_path=""), "api_path"),
-        (dict(api_path=None), "api_path"),
+        (dict(healthcheck_path="health"), "healthcheck_path"),
+        (dict(info_path=3), "info_path"),
+        (dict(model_metadata={"f": object()}), "model_metadata"),
+        (dict(middlewares="gzip"), "middlewares"),
+        (dict(track_requests="yes"), "track_requests"),
+        (dict(workers_per_device={"/predict": 0}), "workers_per_device"),
+        (dict(workers_per_device={"predict": 1}), "workers_per_device"),
+        (dict(workers_per_device={"/other": 2}), "workers_per_device.*no API serves"),
         (dict(max_queue_size=0), "max_queue_size"),
         (dict(max_queue_size=1.5), "max_queue_size"),
         (dict(max_queue_size=True), "max_queue_size"),
@@ -170,6 +177,7 @@ def test_litapi_refuses_impossible_combinations():
         (dict(accelerator="cpu", workers_per_device=0), "workers_per_device"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:api_path= on the server is deprecated")
 def test_create_app_refuses_bad_settings_naming_them(kwargs, name):
     kwargs.setdefault("accelerator", "cpu")
     with pytest.raises(ls.ConfigurationError, match=name):
@@ -202,18 +210,19 @@ def test_litserver_refuses_bad_settings_too():
 
 def test_settings_are_normalised_and_nothing_starts_at_creation():
     app = ls.create_app(
-        SquareAPI(),
+        SquareAPI(api_path="/v1/square"),
         accelerator="cpu",
         timeout=False,
         max_payload_size="2KiB",
         workers_per_device=2,
-        api_path="/v1/square",
         api_key="",
     )
     assert isinstance(app, ls.LitApp)
     s = app.settings
     assert isinstance(s, ls.Settings)
-    assert s.timeout is None and s.max_payload_size == 2048 and s.api_path == "/v1/square" and s.api_key is None
+    assert (
+        s.timeout is None and s.max_payload_size == 2048 and app.endpoints[0].path == "/v1/square" and s.api_key is None
+    )
     assert app.pool.devices == ["cpu", "cpu"]
     assert app.pool.state == "new"
     app2 = ls.create_app(SquareAPI(), accelerator="cpu", timeout=5, max_payload_size="10MB", log_level=logging.DEBUG)

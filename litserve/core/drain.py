@@ -33,7 +33,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     from .app import LitApp
@@ -154,11 +153,10 @@ class SignalDrain:
         self._task = asyncio.get_running_loop().create_task(self._drain_then_hand_over(sig, frame))
 
     async def _drain_then_hand_over(self, sig: int, frame: Any) -> None:
-        pool = self.app.pool
-        if not await pool.wait_idle():  # by the drain's deadline (shutdown_grace from app.drain()); stop keeps it
-            logger.warning("%d request(s) still running after shutdown_grace; answering them 503", len(pool.calls))
-            for call in list(pool.calls.values()):
-                pool.cancel(call, ServiceUnavailable("the server is shutting down"))
+        app = self.app
+        if not await app.wait_idle():  # every API's pool, by the drain's deadline (shutdown_grace from app.drain())
+            failed = app.fail_in_flight("the server is shutting down")
+            logger.warning("%d request(s) still running after shutdown_grace; answered them 503", failed)
         if self._handed_over:
             return
         if sig in self._default:

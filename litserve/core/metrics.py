@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,57 +27,69 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-class Metrics:
-    def __init__(self, route: str) -> None:
+class AppMetrics:
+    """The app's registry: one set of metric families, each labelled by ``route`` (the API's path)."""
+
+    def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
+        by_route = ["route"]
         self.requests = Counter(
             "litserve_requests", "Requests answered, by route and status.", ["route", "status"], registry=reg
         )
         self.duration = Histogram(
             "litserve_request_duration_seconds",
             "Time from a request's arrival to its response (to its last chunk when streaming).",
-            ["route"],
+            by_route,
             buckets=_LATENCY_BUCKETS,
             registry=reg,
-        ).labels(route)
+        )
         self.queue_wait = Histogram(
             "litserve_queue_wait_seconds",
             "Time a request waited in the app's queue before a worker took it.",
+            by_route,
             buckets=_LATENCY_BUCKETS,
             registry=reg,
         )
         self.batch_size = Histogram(
-            "litserve_batch_size", "Requests per batch sent to a worker.", buckets=_BATCH_BUCKETS, registry=reg
+            "litserve_batch_size",
+            "Requests per batch sent to a worker.",
+            by_route,
+            buckets=_BATCH_BUCKETS,
+            registry=reg,
         )
-        self.timeouts = Counter("litserve_timeouts", "Requests that got 504.", registry=reg)
+        self.timeouts = Counter("litserve_timeouts", "Requests that got 504.", by_route, registry=reg)
         self.disconnects = Counter(
-            "litserve_disconnects", "Requests whose client left before the response.", registry=reg
+            "litserve_disconnects", "Requests whose client left before the response.", by_route, registry=reg
         )
         self.restarts = Counter(
             "litserve_worker_restarts",
             "Workers replaced, by why the old one went: crash, hung (killed by the server), exit, setup (failed).",
-            ["reason"],
+            ["route", "reason"],
             registry=reg,
         )
-        for reason in ("crash", "hung", "exit", "setup"):
-            self.restarts.labels(reason)  # every reason shows, at 0, from the start
         self.queue_depth = Gauge(
-            "litserve_queue_depth", "Requests waiting for a worker.", registry=reg, multiprocess_mode="livesum"
+            "litserve_queue_depth",
+            "Requests waiting for a worker.",
+            by_route,
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self.in_flight = Gauge(
             "litserve_requests_in_flight",
             "Requests accepted and not yet answered.",
+            by_route,
             registry=reg,
             multiprocess_mode="livesum",
         )
         self.workers_ready = Gauge(
-            "litserve_workers_ready", "Workers ready to serve.", registry=reg, multiprocess_mode="livesum"
+            "litserve_workers_ready", "Workers ready to serve.", by_route, registry=reg, multiprocess_mode="livesum"
         )
         self.capacity = Gauge(
             "litserve_capacity",
             "Requests the ready workers can run at once: the denominator of utilisation for autoscaling.",
+            by_route,
             registry=reg,
             multiprocess_mode="livesum",
         )
@@ -109,8 +122,47 @@ class Metrics:
             "body_timeout": self.connections_timed_out.labels("body"),
             "idle_timeout": self.connections_timed_out.labels("idle"),
         }
+        self.routes: list[Metrics] = []
+
+    def connection_event(self, event: str) -> None:
+        """Count a connection refused, shed or closed by a deadline (``core/http_limits.py``)."""
+        self._connection_events[event].inc()
+
+    def route(self, route: str) -> Metrics:
+        """The metrics of one API, labelled with its path; what its pool and handler update."""
+        metrics = Metrics(self, route)
+        self.routes.append(metrics)
+        return metrics
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text to serve on /metrics, and its content type."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            for route in self.routes:
+                route.publish()
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """One API's children of the app's metric families (resolved once, so the request path only increments)."""
+
+    def __init__(self, metrics: AppMetrics, route: str) -> None:
+        self._metrics = metrics
         self._route = route
-        self._by_status: dict[int, Counter] = {}
+        self.duration = metrics.duration.labels(route)
+        self.queue_wait = metrics.queue_wait.labels(route)
+        self.batch_size = metrics.batch_size.labels(route)
+        self.timeouts = metrics.timeouts.labels(route)
+        self.disconnects = metrics.disconnects.labels(route)
+        self.restarts = _ForRoute(metrics.restarts, route)
+        for reason in ("crash", "hung", "exit", "setup"):
+            self.restarts.labels(reason)  # every reason shows, at 0, from the start
+        self._by_status: dict[int, Any] = {}
+        self._live: tuple[Callable[[], float], ...] = ()
 
     def bind(
         self,
@@ -120,35 +172,38 @@ class Metrics:
         capacity: Callable[[], float] = lambda: 0.0,
     ) -> None:
         """Read these gauges from live state at scrape time (single-process mode)."""
-        if not self.multiprocess:
-            self.queue_depth.set_function(queue_depth)
-            self.in_flight.set_function(in_flight)
-            self.workers_ready.set_function(ready)
-            self.capacity.set_function(capacity)
+        m, route = self._metrics, self._route
         self._live = (queue_depth, in_flight, ready, capacity)
+        if not m.multiprocess:
+            m.queue_depth.labels(route).set_function(queue_depth)
+            m.in_flight.labels(route).set_function(in_flight)
+            m.workers_ready.labels(route).set_function(ready)
+            m.capacity.labels(route).set_function(capacity)
 
-    def connection_event(self, event: str) -> None:
-        """Count a connection refused, shed or closed by a deadline (``core/http_limits.py``)."""
-        self._connection_events[event].inc()
+    def publish(self) -> None:
+        """Copy the live gauges into the multiprocess files (multiprocess mode, at scrape time)."""
+        if self._live:
+            m, route = self._metrics, self._route
+            q, f, r, c = self._live
+            m.queue_depth.labels(route).set(q())
+            m.in_flight.labels(route).set(f())
+            m.workers_ready.labels(route).set(r())
+            m.capacity.labels(route).set(c())
 
     def answered(self, status: int, seconds: float) -> None:
         counter = self._by_status.get(status)
         if counter is None:
-            counter = self._by_status[status] = self.requests.labels(self._route, str(status))
+            counter = self._by_status[status] = self._metrics.requests.labels(self._route, str(status))
         counter.inc()
         self.duration.observe(seconds)
 
-    def exposition(self) -> tuple[bytes, str]:
-        """The text to serve on /metrics, and its content type."""
-        if self.multiprocess:
-            from prometheus_client import multiprocess
 
-            q, f, r, c = self._live
-            self.queue_depth.set(q())
-            self.in_flight.set(f())
-            self.workers_ready.set(r())
-            self.capacity.set(c())
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+class _ForRoute:
+    """A labelled family with its ``route`` label already given: ``.labels(reason)`` for the rest."""
+
+    def __init__(self, family: Any, route: str) -> None:
+        self._family = family
+        self._route = route
+
+    def labels(self, *rest: str) -> Any:
+        return self._family.labels(self._route, *rest)
