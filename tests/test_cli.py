@@ -60,7 +60,7 @@ def test_a_litapi_target_is_built_with_the_flags():
     app = load_app("apis_deploy:api", {"workers_per_device": 3, "timeout": None, "api_path": "/v1/run"})
     assert isinstance(app, LitApp)
     assert app.settings.workers_per_device == 3 and app.settings.timeout is None
-    assert app.settings.api_path == "/v1/run"
+    assert [e.path for e in app.endpoints] == ["/v1/run"]  # a model setting: set on the API
     assert load_app("apis_deploy:DeployAPI", {}).api.__class__.__name__ == "DeployAPI"  # a class: instantiated
 
 

@@ -86,7 +86,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("target", metavar="module:attr", help="e.g. server:api, server:server, server:app, or server")
     p.add_argument("--host", default="0.0.0.0", help="interface to listen on")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    defaults: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Settings)}
+    defaults["api_path"] = "/predict"  # a model setting: set on the LitAPI (LitAPI(api_path=...))
     group = p.add_argument_group("settings (for a LitAPI target; see docs/settings.md)")
     for flag, name, kind, text in SETTINGS_FLAGS:
         default = defaults.get(name)
@@ -136,6 +137,8 @@ def load_app(target: str, settings: dict[str, Any], *, app_dir: str = ".") -> An
         except TypeError as exc:
             raise TargetError(f"{where} is a LitAPI class that needs arguments ({exc}); point at an instance") from None
     if isinstance(obj, LitAPI):
+        if "api_path" in settings:
+            obj.configure(api_path=settings.pop("api_path"))
         return create_app(obj, **settings)
     if settings:
         flags = ", ".join(f for f, name, _, _ in SETTINGS_FLAGS if name in settings)

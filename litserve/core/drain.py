@@ -33,7 +33,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-
 if TYPE_CHECKING:
     from .app import LitApp
 
