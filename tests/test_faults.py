@@ -44,7 +44,7 @@ def two_workers():
 def restarts(client: httpx.Client, reason: str | None = None) -> float:
     """litserve_worker_restarts_total for one reason, or summed over every reason."""
     reasons = [reason] if reason else ["crash", "hung", "exit", "setup"]
-    return sum(metric(client, f'litserve_worker_restarts_total{{route="/predict",reason="{r}"}}') for r in reasons)
+    return sum(metric(client, f'litserve_worker_restarts_total{{reason="{r}",route="/predict"}}') for r in reasons)
 
 
 def _blocked_post(client: httpx.Client, gate: Path, result: dict) -> threading.Thread:

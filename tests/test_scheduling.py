@@ -35,7 +35,7 @@ def ready_pids(client: httpx.Client, n: int) -> set[int] | None:
 
 
 def restarts(client: httpx.Client, reason: str) -> float:
-    return metric(client, f'litserve_worker_restarts_total{{reason="{reason}"}}')
+    return metric(client, f'litserve_worker_restarts_total{{reason="{reason}",route="/predict"}}')
 
 
 def started_pid(gate: Path, other_than: int | None = None) -> int:

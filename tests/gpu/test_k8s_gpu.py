@@ -41,7 +41,7 @@ def test_the_gpu_overlays_command_serves_a_cuda_model_and_drains(tmp_path):
         assert r.json()["output"] == 7.0 and r.json()["tensor_device"] == "cuda:0"
         info = httpx.get(proc.url + "/info", timeout=10).json()
         assert [w["device"] for w in info["workers"]] == [f"cuda:{i}" for i in range(gpus)]
-        assert "litserve_capacity 1.0" in httpx.get(proc.url + "/metrics", timeout=10).text
+        assert 'litserve_capacity{route="/predict"} 1.0' in httpx.get(proc.url + "/metrics", timeout=10).text
         proc.signal(signal.SIGTERM)
         assert proc.wait_exit(shutdown_budget(grace)) == 0, proc.output()
         proc.wait_group_gone()
