@@ -82,8 +82,8 @@ class LitServer:
     ) -> None:
         """Serve until SIGTERM/SIGINT. ``log_level`` is uvicorn's, the server's and the workers'.
 
-        The port is bound before the workers start (and load the model): a busy port fails at once, in one line naming it (exit status 1). A
-        ``client.py`` that you wrote is never replaced.
+        The port is bound before the workers start (and load the model): a busy port fails at once,
+        in one line naming it (exit status 1). A ``client.py`` that you wrote is never replaced.
 
         ``num_api_servers``, ``api_server_worker_type`` and ``pretty_logs`` are LitServe's and have no
         meaning here (one asyncio process serves HTTP): they are accepted with a warning. Other keyword

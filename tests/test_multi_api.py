@@ -192,6 +192,7 @@ def test_run_warns_about_options_it_cannot_use(monkeypatch):
         return 0
 
     monkeypatch.setattr(server_module, "run_uvicorn", fake_run_uvicorn)
+    monkeypatch.setattr(server_module.checks, "bind_port", lambda host, port: "the bound socket")
     server = ls.LitServer(SquareAPI(), accelerator="cpu")
     with pytest.warns(UserWarning) as caught:
         server.run(
@@ -207,4 +208,4 @@ def test_run_warns_about_options_it_cannot_use(monkeypatch):
     messages = " | ".join(str(w.message) for w in caught)
     for name in ("num_api_servers=4", "api_server_worker_type='process'", "pretty_logs", "workers=3", "made_up=1"):
         assert name in messages
-    assert seen == {"timeout_keep_alive": 7, "log_level": 20, "port": 8123}  # only what uvicorn knows
+    assert seen == {"timeout_keep_alive": 7, "log_level": 20, "port": 8123, "sock": "the bound socket"}
