@@ -30,11 +30,15 @@ class FakeSettings:
 
 @dataclass
 class FakePool:
+    """The pool as the drain uses it: ``wait_idle()`` waits until the drain's deadline (here ``grace``)."""
+
+    grace: float = 30.0
     calls: dict = field(default_factory=dict)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: list = field(default_factory=list)
 
-    async def wait_idle(self, timeout: float) -> bool:
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        timeout = self.grace if timeout is None else timeout
         if not self.calls:
             return True
         try:
@@ -51,7 +55,7 @@ class FakePool:
 class FakeApp:
     def __init__(self, grace: float) -> None:
         self.settings = FakeSettings(grace)
-        self.pool = FakePool()
+        self.pool = FakePool(grace)
         self.drained = False
 
     def drain(self) -> None:

@@ -40,21 +40,20 @@ logger = logging.getLogger("litserve")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-# Seconds a stop takes beyond its two waits of ``shutdown_grace``: the host server closing its
-# connections, the SIGKILL of a worker that ignored STOP and its reaping (5 s), idle workers exiting.
+# Seconds a stop takes beyond ``shutdown_grace``: the host server closing its connections, the
+# pool reaping workers killed at the stop deadline (``supervisor.REAP_SECONDS``), the process exiting.
 SHUTDOWN_MARGIN = 10.0
 
 
 def shutdown_budget(shutdown_grace: float) -> float:
     """Seconds from SIGTERM to the process's exit, at most.
 
-    The drain waits up to ``shutdown_grace`` for requests in flight (then answers what is left 503),
-    and the workers get up to ``shutdown_grace`` again to obey STOP (a ``predict`` that never returns
-    is SIGKILLed after it). Every request is answered within the first wait; the second only bounds a
-    clean exit. Kubernetes' terminationGracePeriodSeconds must be at least preStop + this
-    (deploy/k8s and tests/test_k8s.py hold to it).
+    Drain and stop share one deadline (``Pool.begin_drain``): requests in flight get until
+    ``shutdown_grace`` after the signal, what is left is answered 503, workers that have not exited
+    on STOP by then are killed. Kubernetes' terminationGracePeriodSeconds must be at least preStop
+    + this (deploy/k8s and tests/test_k8s.py hold to it).
     """
-    return 2 * shutdown_grace + SHUTDOWN_MARGIN
+    return shutdown_grace + SHUTDOWN_MARGIN
 
 
 class SignalDrain:
