@@ -115,3 +115,10 @@ class AsyncLLM(ls.LitAPI):
         for word in messages[-1]["content"].split(" "):
             await asyncio.sleep(0.01)  # model behaviour: awaiting an engine
             yield word + " "
+
+
+class ContextLLM(ls.LitAPI):
+    """predict(messages, context): LitServe's per-request context holds the request's other fields."""
+
+    def predict(self, messages, context):
+        yield json.dumps({"temperature": context["temperature"], "top_k": context.get("top_k"), "n": len(messages)})

@@ -268,3 +268,11 @@ def test_async_predict_runs_concurrent_streams():
 
         with ThreadPoolExecutor(8) as pool:
             assert list(pool.map(ask, range(8))) == [f"async stream {i} " for i in range(8)]
+
+
+def test_predict_with_context_gets_the_request_fields_extra_ones_included():
+    from apis_openai import ContextLLM
+
+    with ThreadServer(ls.create_app(ContextLLM(spec=ls.OpenAISpec()), accelerator="cpu", devices=1)) as server:
+        r = client(server).chat.completions.create(model="m", messages=HELLO, temperature=0.3, extra_body={"top_k": 40})
+    assert json.loads(r.choices[0].message.content) == {"temperature": 0.3, "top_k": 40, "n": 1}
