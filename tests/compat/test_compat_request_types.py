@@ -122,3 +122,15 @@ def test_mcp_endpoint_is_guarded_like_the_model_route(tmp_path):
             proc.url + "/mcp/", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers={"X-API-Key": "k1"}
         )
         assert listed.json()["result"]["tools"][0]["description"] == "Adds numbers."  # the class docstring
+
+
+def test_context_and_log_in_async_hooks(tmp_path):
+    import concurrent.futures
+
+    from support.poll import wait_for
+
+    with serve_file("async_context.py", tmp_path) as proc:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(lambda x: httpx.post(proc.url + "/predict", json={"input": x}), range(4)))
+        assert [r.json() for r in replies] == [{"output": 2 * x, "input": x} for x in range(4)]
+        wait_for(lambda: all(f"async log doubled={x}" in proc.output() for x in range(4)), timeout=20)

@@ -96,3 +96,12 @@ def test_loggers_can_mount_an_app_and_all_receive_each_entry(tmp_path):
             assert httpx.post(proc.url + "/predict", json={"text": text}).status_code == 200
         wait_for(lambda: httpx.get(proc.url + "/log-counts/").text == "words 5\n", timeout=20)
         wait_for(lambda: "logged words=2" in proc.output() and "logged words=3" in proc.output(), timeout=20)
+
+
+def test_hooks_with_several_apis_in_one_server(tmp_path):
+    with serve_file("multi_api_hooks.py", tmp_path) as proc:
+        assert httpx.post(proc.url + "/square", json={"input": 3}).json() == {"output": 9, "input": 3}
+        assert httpx.post(proc.url + "/cube", json={"input": 2}).json() == {"output": 8}
+        assert httpx.get(proc.url + "/health").text == "ok"
+        wait_for(lambda: "log cube_input=2" in proc.output(), timeout=20)
+        wait_for(lambda: proc.output().count("request seen") == 2, timeout=20)
