@@ -178,3 +178,11 @@ def test_a_failed_start_is_said_once_in_the_error_body(tmp_path: Path):
     assert detail.count("could not start") == 1, detail
     assert "setup refused: the fail file exists" in detail
     assert "Traceback" not in detail and 'File "' not in detail
+
+
+def test_cuda_without_a_gpu_suggests_auto_or_cpu():
+    from litserve.devices import resolve_devices
+
+    with pytest.raises(ls.ConfigurationError) as info:
+        resolve_devices("cuda", cuda_count=0)
+    assert "accelerator='auto'" in str(info.value) and "accelerator='cpu'" in str(info.value)
