@@ -13,12 +13,14 @@ import textwrap
 import httpx
 import pytest
 from apis_faults import FaultAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.http import connect, metric, post_raw, read_response
 from support.poll import wait_for
 from support.servers import Proc, ThreadServer
 
 import litserve as ls
-from litserve.core.http_limits import default_max_connections
+from litserve.core.http_limits import Board, Limits, default_max_connections
 
 CAP = 3
 
@@ -168,3 +170,58 @@ def test_a_flood_of_idle_connections_leaves_honest_requests_served(tmp_path, run
                 for s in flood:
                     s.close()
         assert "Too many open files" not in proc.output()
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeConn:
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.transport = FakeTransport()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cap=st.integers(1, 6),
+    events=st.lists(st.tuples(st.sampled_from(["connect", "busy", "idle", "close"]), st.integers(0, 30)), max_size=80),
+)
+def test_the_bound_never_exceeds_the_cap_and_sheds_only_the_longest_idle(cap, events):
+    """The admission policy on its own: connections come, start and finish requests, and leave."""
+    board = Board(Limits(max_connections=cap), metrics=None)
+    conns: list[FakeConn] = []
+    idle_order: list[FakeConn] = []  # the model: idle connections, longest idle first
+    for kind, i in events:
+        live = [c for c in conns if c in board.open]
+        if kind == "connect":
+            conn = FakeConn(len(conns))
+            expect_shed = idle_order[0] if len(live) >= cap and idle_order else None
+            admitted = board.admit(conn)
+            assert admitted == (len(live) < cap or expect_shed is not None)
+            if expect_shed is not None:
+                assert expect_shed.transport.closed and expect_shed not in board.open
+                idle_order.remove(expect_shed)
+            if admitted:
+                conns.append(conn)
+                board.idle[conn] = None  # a new connection waits for its headers: idle
+                idle_order.append(conn)
+        elif live:
+            conn = live[i % len(live)]
+            if kind == "busy" and conn in board.idle:
+                board.idle.pop(conn)
+                idle_order.remove(conn)
+            elif kind == "idle" and conn not in board.idle:
+                board.idle[conn] = None
+                idle_order.append(conn)
+            elif kind == "close":
+                board.drop(conn)
+                if conn in idle_order:
+                    idle_order.remove(conn)
+        assert len(board.open) <= cap
+        assert list(board.idle) == idle_order
+        assert all(not c.transport.closed for c in board.open)  # a connection shed is no longer counted

@@ -156,6 +156,20 @@ def test_complete_requests_are_unaffected_however_slowly_they_follow_each_other(
             time.sleep(KEEP_ALIVE / 2)  # client behaviour under test: a pause shorter than the idle timeout
 
 
+def test_pipelined_requests_in_one_read_are_all_answered_in_order(served):
+    app, server, client = served
+    bodies = [b'{"op": "echo", "value": %d}' % i for i in range(3)]
+    data = b""
+    with connect(server.port, timeout=SLACK) as s:
+        s.sendall(b"".join(HEAD + b"Content-Length: %d\r\n\r\n%s" % (len(b), b) for b in bodies))
+        while data.count(b"HTTP/1.1 ") < 3 or b'"value":2' not in data:  # bounded by the socket's timeout
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 ") == 3
+    assert data.index(b'"value":0') < data.index(b'"value":1') < data.index(b'"value":2')
+
+
 def test_limits_follow_the_settings():
     app = ls.create_app(FaultAPI(), timeout=20, header_timeout=3, keep_alive_timeout=7, max_connections=50)
     assert app.connection_limits() == Limits(
