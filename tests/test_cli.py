@@ -44,6 +44,9 @@ def test_help_lists_every_setting_and_its_default():
     ):
         assert flag in out.stdout, flag
     assert "(default: 30.0)" in out.stdout  # read from create_app's signature
+    flat = " ".join(out.stdout.split())  # argparse wraps help text
+    assert "(default: --timeout)" in flat and "(default: --timeout) (default:" not in flat  # said once
+    assert "do not log each request (default" not in flat  # store_false's True would read as "off by default"
     top = litserve("--help")
     assert "serve" in top.stdout and "dockerize" in top.stdout
 

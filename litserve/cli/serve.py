@@ -68,7 +68,12 @@ SETTINGS_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
         _timeout,
         "seconds for a body to arrive before 408 (default: --timeout)",
     ),
-    ("--max-connections", "max_connections", int, "open connections kept; idle ones are closed first at the cap"),
+    (
+        "--max-connections",
+        "max_connections",
+        int,
+        "open connections kept; idle ones are closed first at the cap (default: no limit)",
+    ),
 )
 
 
@@ -92,12 +97,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     for flag, name, kind, text in SETTINGS_FLAGS:
         default = defaults.get(name)
         metavar = flag[2:].upper().replace("-", "_")
-        group.add_argument(
-            flag, dest=name, type=kind, default=argparse.SUPPRESS, metavar=metavar, help=f"{text} (default: {default})"
-        )
+        shown = text if "(default:" in text else f"{text} (default: {default})"  # body_timeout names its own
+        group.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, metavar=metavar, help=shown)
     http = p.add_argument_group("uvicorn")
     http.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    http.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log each request")
+    # SUPPRESS: the defaults formatter would print store_false's "(default: True)" beside a flag that turns logging off.
+    http.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="do not log each request",
+    )
     http.add_argument("--timeout-keep-alive", type=int, default=5, help="seconds an idle connection stays open")
     http.add_argument(
         "--forwarded-allow-ips",
@@ -118,7 +129,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return USAGE_ERROR
     if isinstance(app, LitApp):
         app.set_log_level(args.log_level)  # the workers log at the server's level, as under LitServer.run
-    options: dict[str, Any] = {"access_log": args.access_log, "timeout_keep_alive": args.timeout_keep_alive}
+    options: dict[str, Any] = {
+        "access_log": getattr(args, "access_log", True),
+        "timeout_keep_alive": args.timeout_keep_alive,
+    }
     if args.forwarded_allow_ips is not None:
         options["forwarded_allow_ips"] = args.forwarded_allow_ips
     try:
