@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         # Keep this harness (sampler thread included) off the server's core.
         os.sched_setaffinity(0, {CLIENT_CPU})
 
+    print(server_stack(), file=sys.stderr, flush=True)
     runs: list[RunResult] = []
     started = dt.datetime.now(dt.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="litserve-bench-") as tmp:
@@ -183,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nraw results: {args.out}")
     return 0
+
+
+def server_stack() -> str:
+    """Which event loop and HTTP parser uvicorn's "auto" picks here (every target runs under uvicorn)."""
+    v = versions()
+    loop = f"uvloop {v['uvloop']}" if v["uvloop"] else "asyncio (no uvloop: pip install 'uvicorn[standard]')"
+    http = f"httptools {v['httptools']}" if v["httptools"] else "h11 (no httptools: pip install 'uvicorn[standard]')"
+    return f"server stack: uvicorn {v['uvicorn']}, event loop {loop}, HTTP parser {http}"
 
 
 if __name__ == "__main__":

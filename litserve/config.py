@@ -107,8 +107,9 @@ class Settings:
             worker counts as hung and is killed and replaced (its model is loaded again). ``None``
             (or ``False``) never does; without a ``timeout`` it never applies either.
         heartbeat_timeout: seconds a busy worker may go without a heartbeat (sent from a thread of
-            its own every quarter of this) before it is killed and replaced: a stopped process, or a
-            call that holds the GIL and never returns. ``None`` (or ``False``) turns it off.
+            its own every second, or every quarter of this if shorter) before it is killed and
+            replaced: a stopped process, or a call that holds the GIL and never returns. ``None``
+            (or ``False``) turns it off.
         header_timeout: seconds a connection has to send a request's complete headers, counted from
             its start or, on a kept-alive connection, from the request's first byte; past it, 408 and
             the connection closes. ``None`` turns it off.

@@ -97,12 +97,14 @@ def test_disconnected_clients_are_dropped_or_cancelled(tmp_path, log):
                 return {it.rid for k, its in sent if k == P.CANCEL for it in its}
 
             [worker] = pool.scheduler.workers.values()
-            # Fill every dispatch slot of the worker: the first runs (blocks), the rest wait in the
-            # worker; the next request then has to wait in the app's queue.
+            # No prefetch here, whatever run time the worker reports: what it holds is what it runs.
+            pool.scheduler.prefetch_below = 0.0
+            # Fill every run slot of the worker: the first runs (blocks), the rest (if any) run too;
+            # the next request then has to wait in the app's queue.
             running = Client(app, {"op": "block", "path": str(gate), "tag": "A"}, "req-A")
             await until(started.exists)
-            fillers = [Client(app, {"op": "echo", "tag": f"F{i}"}, f"req-F{i}") for i in range(worker.capacity - 1)]
-            await until(lambda: pool.scheduler.in_flight == worker.capacity)
+            fillers = [Client(app, {"op": "echo", "tag": f"F{i}"}, f"req-F{i}") for i in range(worker.run_slots - 1)]
+            await until(lambda: pool.scheduler.in_flight == worker.run_slots)
             queued = Client(app, {"op": "echo", "tag": "Q"}, "req-Q")
             await until(lambda: pool.scheduler.queued == 1)
             n_calls = len(pool.calls)
@@ -118,7 +120,7 @@ def test_disconnected_clients_are_dropped_or_cancelled(tmp_path, log):
             assert running.sent == []
             assert cancelled() == {rid_of("req-A")}
             assert len(pool.calls) == n_calls - 2
-            assert pool.scheduler.in_flight == worker.capacity  # its slot frees when the worker replies
+            assert pool.scheduler.in_flight == worker.run_slots  # its slot frees when the worker replies
 
             gate.write_text("go")
             for f in fillers:

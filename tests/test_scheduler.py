@@ -354,6 +354,21 @@ def test_a_revoke_that_arrives_after_the_job_started_changes_nothing():
     assert h.s.workers["a"].busy == 0 and h.s.in_flight == 0
 
 
+def test_prefetch_is_used_only_while_the_work_is_fast():
+    h = Harness(prefetch_below=0.002)
+    h.s.add_worker("a", 1, prefetch=1)
+    h.submit(3)
+    assert h.schedule()[0] == [("a", [1])]  # no run time reported yet: no prefetch
+    h.s.beat("a", 1.0, 0.0001)  # the worker reports 100 µs per request: fast
+    assert h.schedule()[0] == [("a", [2])]  # held behind 1
+    assert h.s.waiting == 2  # 2 held, 3 queued
+    h.s.beat("a", 2.0, 0.2)  # now 200 ms per request
+    assert h.s.complete(1, "a", now=2.0)
+    h.submit(1)
+    assert h.schedule()[0] == []  # 2 runs; 3 and 4 wait in the shared queue, not behind it
+    assert h.s.queued == 2
+
+
 def test_prefetch_takes_only_full_batches():
     h = Harness(max_batch_size=2)
     h.s.add_worker("a", 1, prefetch=1)
@@ -438,7 +453,8 @@ def _check_invariants(h: Harness, live: dict[int, str], wake: float | None, boun
             assert not seen & set(open_rids)
             seen.update(open_rids)
             if i >= slots.run_slots:
-                held += len(batch.rids)
+                held += batch.held
+                assert batch.held <= len(open_rids)
     assert seen == set(live) and not seen & {j.rid for j in queued}
     # 3. every accepted job that has not started counts against the bound
     assert s.waiting == s.queued + held
@@ -454,10 +470,11 @@ def _check_invariants(h: Harness, live: dict[int, str], wake: float | None, boun
 @settings(max_examples=300, deadline=None)
 @given(
     batch=st.sampled_from([1, 3]),
+    below=st.sampled_from([None, 0.02]),
     ops=st.lists(st.tuples(st.sampled_from("sssqcdwrtvb"), st.integers(0, 10**6)), max_size=150),
 )
-def test_invariants_under_random_events(batch, ops):
-    h = Harness(max_batch_size=batch, batch_timeout=0.05, max_queue_size=10)
+def test_invariants_under_random_events(batch, below, ops):
+    h = Harness(max_batch_size=batch, batch_timeout=0.05, max_queue_size=10, prefetch_below=below)
     workers: list[str] = []
     live: dict[int, str] = {}  # dispatched rid -> worker, as the app tracks them
     revoking: dict[int, str] = {}  # REVOKE sent, no answer yet
@@ -502,7 +519,7 @@ def test_invariants_under_random_events(batch, ops):
         elif op == "t":
             h.now += (x % 100) / 1000
         elif op == "b" and workers:
-            h.s.beat(workers[x % len(workers)], h.now)
+            h.s.beat(workers[x % len(workers)], h.now, (x % 5) / 1000 if x % 3 else None)
         dispatches, wake = h.s.schedule(h.now)
         for worker, jobs in dispatches:
             assert 1 <= len(jobs) <= batch

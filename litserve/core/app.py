@@ -264,7 +264,7 @@ class LitApp(Starlette):
             "api": type(api).__name__,
             "state": pool.state,
             "workers": pool.workers_info(),
-            "queued": pool.scheduler.queued,
+            "queued": pool.scheduler.waiting,  # accepted, not started: what max_queue_size bounds
             "in_flight": len(pool.calls),
             "settings": {
                 "devices": pool.devices,

@@ -49,6 +49,10 @@ NEW, STARTING, RUNNING, DRAINING, STOPPED = (
     PoolState.STOPPED,
 )
 RETRY_START_AFTER = 30.0  # seconds before a failed start is tried again by the next request
+# Mean run time under which a ``def predict`` worker gets its next request before it finishes the
+# current one: there a round trip (tens of microseconds, more on a busy machine) is a real share of
+# each request; above it, one shared queue in arrival order is worth more than hiding it.
+FAST_WORK = 0.002
 POISON_MEMORY = 1024  # fingerprints of request bodies that killed two workers, most recent kept
 
 
@@ -108,8 +112,10 @@ class Pool:
         heartbeat_timeout: seconds a busy worker may go without a heartbeat before it is killed and
             replaced (None: no heartbeat).
         shutdown_grace: the default grace of ``begin_drain``/``stop``.
-        prefetch: requests (batches) a ``def predict`` worker may hold, not started, behind the one
-            it runs; revocable. A batched API always gets one full batch.
+        prefetch: requests a ``def predict`` worker (without batching) may hold, not started,
+            behind the one it runs: revocable, and used only while requests take less than
+            ``FAST_WORK`` on average. A batched API always gets one full batch; async and streaming
+            workers none.
     """
 
     def __init__(
@@ -125,12 +131,23 @@ class Pool:
         hung_grace: float | None = None,
         heartbeat_timeout: float | None = None,
         shutdown_grace: float = 30.0,
-        prefetch: int = 0,
+        prefetch: int = 16,
     ) -> None:
         self.api = api
         self.devices = devices
         self.metrics = metrics
         self.state = NEW
+        prefetch_below: float | None = None
+        if stepwise(api):  # continuous batching: every request it holds is generating
+            self._run_slots, self._prefetch = api.max_batch_size, 0
+        elif api.is_async:
+            self._run_slots, self._prefetch = api.max_concurrency, 0
+        elif api.stream:
+            self._run_slots, self._prefetch = 1, 0
+        elif api.max_batch_size > 1:
+            self._run_slots, self._prefetch = 1, 1  # the next full batch, always
+        else:  # the next request, only while requests are fast enough for the round trip to matter
+            self._run_slots, self._prefetch, prefetch_below = 1, prefetch, FAST_WORK
         # A continuous-batching worker takes requests one by one into its running batch.
         self.scheduler = Scheduler(
             1 if stepwise(api) else api.max_batch_size,
@@ -139,20 +156,13 @@ class Pool:
             timeout=timeout,
             hung_grace=hung_grace,
             heartbeat_timeout=heartbeat_timeout,
+            prefetch_below=prefetch_below,
         )
         self.calls: dict[int, Call] = {}
         self.log_level = log_level  # read when workers start: LitServer.run(log_level=) sets it
         self.shutdown_grace = shutdown_grace
         self._startup_timeout = startup_timeout
         self._heartbeat_timeout = heartbeat_timeout
-        if stepwise(api):  # continuous batching: every request it holds is generating
-            self._run_slots, self._prefetch = api.max_batch_size, 0
-        elif api.is_async:
-            self._run_slots, self._prefetch = api.max_concurrency, 0
-        elif api.stream:
-            self._run_slots, self._prefetch = 1, 0
-        else:
-            self._run_slots, self._prefetch = 1, (1 if api.max_batch_size > 1 else prefetch)
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._router: Router | None = None
@@ -206,7 +216,7 @@ class Pool:
             on_ready=self._on_worker_ready,
             on_restart=self._on_restart,
             log_level=self.log_level,
-            heartbeat_interval=self._heartbeat_timeout / 4 if self._heartbeat_timeout else None,
+            heartbeat_interval=min(1.0, self._heartbeat_timeout / 4) if self._heartbeat_timeout else 1.0,
         )
         try:
             await self._supervisor.start()
@@ -412,9 +422,10 @@ class Pool:
         name = handle.identity.decode()
         scheduler = self.scheduler
         if kind in P.TERMINAL:
+            now = time.monotonic()
             calls = self.calls
             for it in items:
-                if not scheduler.complete(it.rid, name):
+                if not scheduler.complete(it.rid, name, now):
                     continue
                 call = calls.pop(it.rid, None)
                 if call is not None:
@@ -431,7 +442,7 @@ class Pool:
             for it in items:
                 scheduler.revoked(it.rid, name, now)
         elif kind == P.HEARTBEAT:
-            scheduler.beat(name, time.monotonic())
+            scheduler.beat(name, time.monotonic(), items[0].status / 1e6 if items else None)
         elif kind in (P.READY, P.FAILED):
             assert supervisor is not None
             supervisor.handshake(handle, kind, items)

@@ -20,7 +20,7 @@ One message may carry several items. In a REQUEST the status field is the item's
 the message: consecutive items with the same number form one batch, so one message can carry several
 batches (the app coalesces what it dispatches to a worker in one event-loop turn). A RESULT with
 several items answers several requests at once (the worker coalesces replies the same way). READY
-and FAILED carry a single JSON item (worker facts or the setup error), STOP and HEARTBEAT carry none.
+and FAILED carry a single JSON item (worker facts or the setup error), STOP carries none.
 
 A REVOKE names one batch the worker holds but may not have started (a prefetch); the worker answers
 REVOKED with the ids it gave back, or nothing if it had already started them (their RESULT follows).
@@ -52,7 +52,7 @@ CHUNK: Final = ord("K")  # items: (rid, 200) + one encoded stream chunk
 END: Final = ord("E")  # items: (rid, status) + b"" or an error body; terminal for a stream
 LOG: Final = ord("L")  # one item: (0, 0) + JSON [key, value] from LitAPI.log, for the server's loggers
 REVOKED: Final = ord("G")  # items: (rid, 0) + b""; given back unstarted after a REVOKE; terminal for each rid
-HEARTBEAT: Final = ord("H")  # no items; sent every heartbeat interval from the worker's own thread and socket
+HEARTBEAT: Final = ord("H")  # none, or (0, mean run time per batch in µs); from the worker's own thread and socket
 
 KINDS: Final = frozenset({REQUEST, CANCEL, STOP, REVOKE, READY, FAILED, RESULT, CHUNK, END, LOG, REVOKED, HEARTBEAT})
 TERMINAL: Final = frozenset({RESULT, END})

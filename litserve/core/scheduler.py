@@ -6,12 +6,18 @@ and would be lost with the worker if it hung. Each worker has
 
 - **run slots**: batches it runs at once (1 for a ``def predict`` worker, ``max_concurrency`` for an
   ``async def predict`` one). A batch is one request when batching is off.
-- **prefetch slots** (0 unless asked for; 1 full batch for a batched API): batches it may hold,
-  not started, behind its running ones, so it goes straight from one batch to the next. A held batch
-  is *revocable*: when another worker has a free run slot and nothing is queued, ``revocations()``
-  names held batches to take back (REVOKE); the worker returns the ones it has not started (REVOKED)
-  and they go back to the front of the queue. The worker decides, in its single loop, whether a
-  request started or went back, so no request runs twice and none is lost.
+- **prefetch slots** (16 for a ``def predict`` worker, 1 for a batched one, 0 for an async one or
+  a stream): batches it may hold,
+  not started, behind its running ones, so it goes straight from one batch to the next without
+  waiting for a round trip. A batched API's prefetch takes only a full batch. With
+  ``prefetch_below`` set, prefetch slots are used only while the work is fast: while the mean run
+  time per batch the workers report (in their heartbeats, once a second) is below that many seconds.
+  There the round trip is a real share of each request; for slower work it is not, and every
+  request then waits in the one shared queue, in arrival order (no request is parked behind a long
+  one). A held batch is *revocable*: when another worker has a free run slot and nothing is queued,
+  ``revocations()`` names held batches to take back (REVOKE); the worker returns the ones it has not
+  started (REVOKED) and they go back to the front of the queue. The worker decides, in its single
+  loop, whether a request started or went back, so no request runs twice and none is lost.
 
 The invariants (tests/test_scheduler.py checks them after every event, property-based):
 
@@ -71,6 +77,7 @@ class Batch:
     started_at: float | None = None  # when it got a run slot; None while held behind running batches
     progress_at: float = 0.0  # its oldest job's arrival, then its last stream chunk (for hung detection)
     revoking: bool = False  # a REVOKE was sent for it
+    held: int = 0  # of its jobs, how many count in the scheduler's ``waiting`` (not started, not given back)
 
 
 @dataclass(eq=False)
@@ -117,6 +124,8 @@ class Scheduler:
         hung_grace: seconds a request may still run after its timeout before its worker counts as
             hung (None: never).
         heartbeat_timeout: seconds a busy worker may go without a heartbeat (None: never checked).
+        prefetch_below: use prefetch slots only while the workers' reported mean run time per batch
+            (``beat(..., run_time)``) is below this many seconds (None: always; before a report: never).
     """
 
     def __init__(
@@ -128,6 +137,7 @@ class Scheduler:
         timeout: float | None = None,
         hung_grace: float | None = None,
         heartbeat_timeout: float | None = None,
+        prefetch_below: float | None = None,
     ) -> None:
         self.max_batch_size = max_batch_size
         self.batch_timeout = batch_timeout
@@ -135,6 +145,8 @@ class Scheduler:
         self.timeout = timeout
         self.hung_grace = hung_grace
         self.heartbeat_timeout = heartbeat_timeout
+        self.prefetch_below = prefetch_below
+        self.run_time: float | None = None  # mean run time per batch a worker last reported (seconds)
         self._queue: deque[Job] = deque()  # arrival order; dropped jobs are skipped lazily
         self._queued = 0  # live jobs in _queue
         self._held = 0  # jobs in held (prefetched, not started) batches
@@ -161,8 +173,8 @@ class Scheduler:
         back: list[Job] = []
         for i, batch in enumerate(slots.batches):
             held = i >= slots.run_slots
-            if held:
-                self._held -= len(batch.rids)
+            self._held -= batch.held
+            batch.held = 0
             for rid in batch.rids:
                 job = self._dispatched.pop(rid, None)
                 if job is None:
@@ -219,6 +231,9 @@ class Scheduler:
         batch = job.batch
         job.batch = None
         job.state = DROPPED
+        if batch.held:  # answered while we still counted it as waiting (a cancel, or a reply we read late)
+            batch.held -= 1
+            self._held -= 1
         batch.open -= 1
         if batch.open == 0:
             self._release(batch, now)
@@ -232,6 +247,9 @@ class Scheduler:
         del self._dispatched[rid]
         batch = job.batch
         job.batch = None
+        if batch.held:  # it counted as held; from now on it counts as queued
+            batch.held -= 1
+            self._held -= 1
         batch.open -= 1
         if batch.open == 0:
             self._release(batch, now)
@@ -246,11 +264,13 @@ class Scheduler:
         job.batch.progress_at = now
         return True
 
-    def beat(self, worker: str, now: float) -> None:
-        """A heartbeat (or any message) from ``worker``: it is alive."""
+    def beat(self, worker: str, now: float, run_time: float | None = None) -> None:
+        """A heartbeat from ``worker``: it is alive, and (when it says) takes ``run_time`` s per batch."""
         slots = self._workers.get(worker)
         if slots is not None:
             slots.last_beat = now
+            if run_time is not None:
+                self.run_time = run_time
 
     def holds(self, rid: int, worker: str) -> bool:
         job = self._dispatched.get(rid)
@@ -265,7 +285,7 @@ class Scheduler:
         """
         dispatches: list[tuple[str, list[Job]]] = []
         while self._queued:
-            slots = self._pick(starting=True) or self._pick(starting=False)
+            slots = self._pick(starting=True) or (self._pick(starting=False) if self._prefetching() else None)
             if slots is None:
                 return dispatches, None
             head = self._oldest()
@@ -288,18 +308,21 @@ class Scheduler:
             if slots.can_start:
                 batch.started_at = now
             else:
+                batch.held = len(jobs)
                 self._held += len(jobs)
             slots.batches.append(batch)
             dispatches.append((slots.name, jobs))
         return dispatches, None
 
     def revocations(self) -> list[tuple[str, list[int]]]:
-        """Held batches to take back because a worker with a free run slot has nothing to start.
+        """Held batches to take back because a worker with a free run slot has nothing it can start.
 
         Call after ``schedule``. Each returned batch is marked ``revoking``; send REVOKE for its ids.
         """
-        if self._queued or not self._held:
+        if not self._held:
             return []
+        # Called after ``schedule``: a run slot still free means nothing queued could start there now
+        # (the queue is empty, or its partial batch is still filling), so a held batch should.
         # Free run slots not already promised a batch that is on its way back.
         free = self.free_run_slots - sum(b.revoking for s in self._workers.values() for b in s.held())
         out: list[tuple[str, list[int]]] = []
@@ -396,19 +419,26 @@ class Scheduler:
             self._rr = (workers.index(best) + 1) % n
         return best
 
+    def _prefetching(self) -> bool:
+        if self.prefetch_below is None:
+            return True
+        return self.run_time is not None and self.run_time < self.prefetch_below
+
     def _release(self, batch: Batch, now: float) -> None:
         """Every job of ``batch`` has its reply (or came back): free its slot."""
         slots = self._workers.get(batch.worker)
         if slots is None:
             return
+
         index = 0 if slots.batches[0] is batch else slots.batches.index(batch)
         del slots.batches[index]
-        if index >= slots.run_slots:
-            self._held -= len(batch.rids)
-        elif len(slots.batches) >= slots.run_slots:
+        self._held -= batch.held
+        batch.held = 0
+        if index < slots.run_slots and len(slots.batches) >= slots.run_slots:
             promoted = slots.batches[slots.run_slots - 1]  # a held batch moves up into the run slot
             promoted.started_at = now
-            self._held -= len(promoted.rids)
+            self._held -= promoted.held
+            promoted.held = 0
         if not slots.batches:
             slots.busy_since = 0.0
 

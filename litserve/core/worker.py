@@ -99,15 +99,15 @@ def main(spec: WorkerSpec) -> None:
         capacity = api.max_concurrency if api.is_async else 1  # requests it runs at once
     facts = {"pid": os.getpid(), "device": spec.device}
     sock.send_multipart(P.encode(P.READY, [(0, capacity, json.dumps(facts).encode())]))
-    if spec.heartbeat_interval:
-        _start_heartbeat(spec.address, spec.identity + P.HEARTBEAT_SUFFIX, spec.heartbeat_interval)
+    timing = RunTime()
+    _start_heartbeat(spec.address, spec.identity + P.HEARTBEAT_SUFFIX, spec.heartbeat_interval or 1.0, timing)
     try:
         if stepwise(api):
             StepRunner(api, sock).run()
         elif api.is_async:
             asyncio.run(AsyncRunner(api, sock).run())
         else:
-            SyncRunner(api, sock).run()
+            SyncRunner(api, sock, timing).run()
     finally:
         sock.close(linger=1000)
         ctx.term()
@@ -135,12 +135,27 @@ def _exit_with_parent(address: str) -> None:
     threading.Thread(target=watch, name="litserve-parent-watch", daemon=True).start()
 
 
-def _start_heartbeat(address: str, identity: bytes, interval: float) -> None:
+class RunTime:
+    """The mean time a ``def predict`` worker takes per batch (exponentially weighted), which each
+    heartbeat reports: the app prefetches to this worker only while its work is fast."""
+
+    WEIGHT = 0.1  # of the newest batch: about the last 10-20 batches count
+
+    def __init__(self) -> None:
+        self.mean: float | None = None
+
+    def add(self, seconds: float) -> None:
+        mean = self.mean
+        self.mean = seconds if mean is None else mean + self.WEIGHT * (seconds - mean)
+
+
+def _start_heartbeat(address: str, identity: bytes, interval: float, timing: RunTime) -> None:
     """Send HEARTBEAT every ``interval`` seconds from a thread with its own socket and context.
 
     Its own socket because a ZeroMQ socket belongs to one thread; its own context because the main
     thread's ``ctx.term()`` would wait for this socket forever. A worker that is stopped (SIGSTOP) or
     whose main thread holds the GIL in a call that never returns goes quiet, and the app replaces it.
+    Each heartbeat carries the worker's mean run time per batch, in microseconds (capped at 65535).
     """
 
     def beat() -> None:
@@ -148,10 +163,11 @@ def _start_heartbeat(address: str, identity: bytes, interval: float) -> None:
         sock.setsockopt(zmq.IDENTITY, identity)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(address)
-        frames = P.encode(P.HEARTBEAT)
         never = threading.Event()
         while True:
-            sock.send_multipart(frames)
+            mean = timing.mean
+            items: list[P.Reply] = [] if mean is None else [(0, min(65535, int(mean * 1e6)), b"")]
+            sock.send_multipart(P.encode(P.HEARTBEAT, items))
             never.wait(interval)  # the pacing of the heartbeat, not a synchronisation
 
     threading.Thread(target=beat, name="litserve-heartbeat", daemon=True).start()
@@ -174,9 +190,10 @@ class SyncRunner:
 
     COALESCE_SECONDS = 0.001
 
-    def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
+    def __init__(self, api: LitAPI, sock: zmq.Socket, timing: RunTime | None = None) -> None:
         self.pipeline = Pipeline(api)
         self.sock = sock
+        self.timing = timing if timing is not None else RunTime()
         self.pending: deque[list[P.Item]] = deque()
         self.known: set[int] = set()  # received, no terminal reply sent yet
         self.cancelled: set[int] = set()
@@ -192,7 +209,9 @@ class SyncRunner:
                 self._handle(sock.recv_multipart())
             self._drain()
             if self.pending:
+                started = time.perf_counter()
                 self._run(self.pending.popleft())
+                self.timing.add(time.perf_counter() - started)
                 if not self.pending or time.perf_counter() - self.outbox_since > self.COALESCE_SECONDS:
                     self._flush()
         self._flush()
