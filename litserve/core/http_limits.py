@@ -35,16 +35,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import resource
 import sys
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol as _H11
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpTools
 
 from ..errors import error_body
+
+try:  # uvicorn[standard] brings httptools; without it (some platforms) h11 is uvicorn's only parser
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpTools
+except ImportError:  # pragma: no cover
+    _HttpTools = _H11  # type: ignore[misc, assignment]
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows: no RLIMIT_NOFILE to raise
+    resource = None  # type: ignore[assignment]
 
 logger = logging.getLogger("litserve")
 
@@ -102,6 +110,8 @@ class Board:
 
 def raise_open_file_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (where the OS allows); return the soft limit."""
+    if resource is None:
+        return 8192  # Windows: sockets are not bounded by a file-descriptor limit
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft != resource.RLIM_INFINITY and soft < target:
