@@ -88,6 +88,10 @@ def test_bad_targets_say_what_is_wrong(tmp_path):
     (tmp_path / "empty.py").write_text("x = 1\n")
     out = litserve("serve", "empty", cwd=tmp_path)
     assert out.returncode == 2 and "defines no LitServer, app or LitAPI" in out.stderr
+    assert "classes serve too" not in out.stderr
+    (tmp_path / "classonly.py").write_text("import litserve as ls\n\n\nclass Square(ls.LitAPI):\n    pass\n")
+    out = litserve("serve", "classonly", cwd=tmp_path)
+    assert out.returncode == 2 and "its LitAPI classes serve too: classonly:Square" in out.stderr, out.stderr
     out = litserve("serve", "nosuchmodule:api", cwd=tmp_path)
     assert out.returncode == 2 and "no module named 'nosuchmodule'" in out.stderr
     out = litserve("serve", "empty:api", cwd=tmp_path)

@@ -203,7 +203,14 @@ def _only_candidate(module: Any) -> tuple[Any, str]:
         if len(found) > 1:
             names = ", ".join(f"{module.__name__}:{name}" for name, _ in found)
             raise TargetError(f"module {module.__name__!r} has several {kind.__name__}s; name one: {names}")
+    # A server file (the quickstart's) often defines only its LitAPI class: a class target works, so name it.
+    classes = [
+        f"{module.__name__}:{name}"
+        for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, LitAPI) and value.__module__ == module.__name__
+    ]
+    hint = f"; its LitAPI classes serve too: {', '.join(classes)}" if classes else ""
     raise TargetError(
         f"module {module.__name__!r} defines no LitServer, app or LitAPI instance at its top level; "
-        f"name the object as {module.__name__}:attr"
+        f"name the object as {module.__name__}:attr{hint}"
     )
