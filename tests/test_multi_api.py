@@ -8,6 +8,7 @@ and batching; the server has one port, one /health, /ready, /info and /metrics o
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import textwrap
 import warnings
@@ -112,6 +113,10 @@ def test_two_apis_in_one_server_each_with_its_own_workers_and_batching(tmp_path)
             assert 'litserve_workers_ready{route="/cube"} 1.0' in metrics
 
         output = proc.output()
+        # the start banner says whose worker each line is: both APIs count from worker-0
+        for path, pids in (("/square", square_pids), ("/cube", cube_pids)):
+            for pid in pids:
+                assert re.search(rf"worker-\d\s+cpu /{path[1:]}\s+pid {pid}\b", output), (path, pid, output)
         assert "num_api_servers=2 is ignored" in output
         assert "no_such_option=1" in output and "ignored" in output
         proc.signal(signal.SIGTERM)

@@ -99,7 +99,13 @@ class LitApp(Starlette):
             for method in sorted(route.methods or ())
             if method != "HEAD"
         ]
-        workers = [(w["name"], w["device"], w["pid"]) for pool in self.pools for w in pool.workers_info()]
+        # Each API's workers count from worker-0: with several APIs, the line says whose worker it is.
+        several = len(self.endpoints) > 1
+        workers = [
+            (w["name"], f"{w['device']} {e.path}" if several else w["device"], w["pid"])
+            for e in self.endpoints
+            for w in e.pool.workers_info()
+        ]
         logs.log_lines(logs.banner(self._title, served, workers, auth=self._key is not None, url=self.url))
 
     def _endpoint(self, api: LitAPI) -> Endpoint:
