@@ -61,6 +61,16 @@ class FakeApp:
     def drain(self) -> None:
         self.drained = True
 
+    # What LitApp offers the drain over all its APIs' pools (here the one fake pool).
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        return await self.pool.wait_idle(timeout)
+
+    def fail_in_flight(self, reason: str) -> int:
+        stuck = list(self.pool.calls)
+        for call in stuck:
+            self.pool.cancel(call, ServiceUnavailable(reason))
+        return len(stuck)
+
 
 async def until(condition, timeout: float = 5.0) -> None:
     async def poll() -> None:
