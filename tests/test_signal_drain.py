@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from litserve.core.app import LitApp
 from litserve.core.drain import SignalDrain, shutdown_budget
 from litserve.core.spawn import start_child
 from litserve.errors import ServiceUnavailable
@@ -50,21 +49,13 @@ class FakePool:
 
     def cancel(self, call, exc) -> None:
         self.cancelled.append((call, exc))
-        for key, value in list(self.calls.items()):
-            if value is call:
-                del self.calls[key]
+        self.calls.pop(call, None)
 
 
 class FakeApp:
-    """The app as the drain uses it; waiting and failing what is left are the real LitApp's, over fake pools."""
-
-    wait_idle = LitApp.wait_idle
-    fail_in_flight = LitApp.fail_in_flight
-
     def __init__(self, grace: float) -> None:
         self.settings = FakeSettings(grace)
         self.pool = FakePool(grace)
-        self.pools = [self.pool]
         self.drained = False
 
     def drain(self) -> None:
