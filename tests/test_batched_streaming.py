@@ -95,6 +95,7 @@ def step_server(tmp_path_factory):
         yield server
 
 
+@pytest.mark.slow
 def test_a_request_joins_a_running_batch_at_its_next_step(step_server):
     long, short = tag(), tag()
     long_out: list = []

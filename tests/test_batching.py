@@ -226,6 +226,7 @@ def test_default_batch_stacks_tensors_and_arrays_else_lists(array_server, kind, 
     assert [b["sum"] for b in bodies] == [3, 7, 11]
 
 
+@pytest.mark.slow
 def test_default_batch_unit():
     import numpy
 

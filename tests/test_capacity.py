@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from apis import BatchedSquareAPI, BehaviourAPI
 from apis_faults import AsyncMixedAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,6 +27,7 @@ def gauges(url: str) -> dict[str, float]:
     return totals
 
 
+@pytest.mark.slow
 def test_capacity_is_what_the_ready_workers_run_at_once():
     batched = ls.create_app(
         BatchedSquareAPI(max_batch_size=8, batch_timeout=0.0), accelerator="cpu", devices=1, workers_per_device=2

@@ -25,6 +25,7 @@ def litserve(*args: str, cwd: Path = HERE) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_help_lists_every_setting_and_its_default():
     out = litserve("serve", "--help")
     assert out.returncode == 0, out.stderr
@@ -84,6 +85,7 @@ def test_a_module_with_two_apis_needs_the_attr_named(tmp_path):
     assert isinstance(load_app("two_apis.py:b", {}, app_dir=str(tmp_path)), LitApp)  # a file name works too
 
 
+@pytest.mark.slow
 def test_bad_targets_say_what_is_wrong(tmp_path):
     (tmp_path / "empty.py").write_text("x = 1\n")
     out = litserve("serve", "empty", cwd=tmp_path)
@@ -134,6 +136,7 @@ def test_serve_answers_then_sigterm_drains_and_exits_zero_with_nothing_left(tmp_
         assert "draining" in proc.output()
 
 
+@pytest.mark.slow
 def test_dockerize_writes_a_non_root_image_with_a_healthcheck(tmp_path):
     server = tmp_path / "server.py"
     server.write_text("import litserve as ls\n")

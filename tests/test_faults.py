@@ -105,6 +105,7 @@ def test_a_request_whose_worker_is_killed_is_retried_once_on_another_and_the_wor
     assert not app.pool.calls and app.pool.scheduler.in_flight == 0
 
 
+@pytest.mark.slow
 def test_a_request_that_kills_two_workers_gets_500_within_a_second_and_its_repeat_is_refused(two_workers, tmp_path):
     app, client = two_workers
     wait_for(lambda: all_ready(client, 2))
@@ -137,6 +138,7 @@ def test_a_request_that_kills_two_workers_gets_500_within_a_second_and_its_repea
     assert client.post("/predict", json={"op": "echo", "value": 1}).json()["value"] == 1
 
 
+@pytest.mark.slow
 def test_a_predict_that_exits_costs_two_workers_once_and_others_keep_being_served(two_workers):
     app, client = two_workers
     wait_for(lambda: all_ready(client, 2))

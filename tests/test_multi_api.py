@@ -166,6 +166,7 @@ def test_probe_paths_and_metadata_are_settings():
         assert client.post("/predict", json={"input": 2}).json() == {"output": 4}
 
 
+@pytest.mark.slow
 def test_several_apis_mounted_in_a_host_app_start_with_its_lifespan():
     """The multi-API app inside FastAPI: the host's lifespan starts and stops every API's workers."""
     from fastapi import FastAPI

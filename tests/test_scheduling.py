@@ -117,6 +117,7 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_counting_every_reques
         assert sorted(r.status_code for r in done) == [200] * 3 + [503] * 5
 
 
+@pytest.mark.slow
 def test_a_hung_predict_gets_its_504_and_its_worker_is_replaced_without_touching_the_other(tmp_path):
     app = ls.create_app(
         FaultAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=2, hung_grace=2, shutdown_grace=5
@@ -144,6 +145,7 @@ def test_a_hung_predict_gets_its_504_and_its_worker_is_replaced_without_touching
         assert {client.post("/predict", json={"op": "echo"}).json()["pid"] for _ in range(10)} == after
 
 
+@pytest.mark.slow
 def test_a_stopped_worker_misses_its_heartbeats_and_is_replaced_its_request_retried(tmp_path):
     app = ls.create_app(
         FaultAPI(),
