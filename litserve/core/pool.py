@@ -25,13 +25,14 @@ import itertools
 import logging
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from ..api import LitAPI
 from ..errors import PoisonRequest, RequestError, ServiceUnavailable, WorkerDied, startup_failed
 from . import protocol as P
+from .call import Call
 from .metrics import Metrics
 from .router import Router
 from .scheduler import Job, Scheduler
@@ -54,49 +55,6 @@ RETRY_START_AFTER = 30.0  # seconds before a failed start is tried again by the 
 # each request; above it, one shared queue in arrival order is worth more than hiding it.
 FAST_WORK = 0.002
 POISON_MEMORY = 1024  # fingerprints of request bodies that killed two workers, most recent kept
-
-
-class Call:
-    """One request waiting for its worker's reply: a future for a unary call, a chunk queue for a stream."""
-
-    __slots__ = ("rid", "job", "future", "_chunks", "_waiter", "streamed")
-
-    def __init__(self, rid: int, job: Job, stream: bool, loop: asyncio.AbstractEventLoop) -> None:
-        self.rid = rid
-        self.job = job
-        self.future: asyncio.Future[tuple[int, bytes, bytes]] = loop.create_future()
-        self._chunks: deque[tuple[int, int, bytes, bytes]] | None = deque() if stream else None
-        self._waiter: asyncio.Future[None] | None = None
-        self.streamed = False  # a chunk reached it: it must not be run again
-
-    def deliver(self, kind: int, status: int, payload: bytes, tag: bytes = b"") -> None:
-        """A reply arrived: (status, payload, tag) for a unary call, the next item of a stream."""
-        if self._chunks is None:
-            if not self.future.done():
-                self.future.set_result((status, payload, tag))
-            return
-        self.streamed = True
-        self._chunks.append((kind, status, payload, tag))
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-            self.future.exception()  # mark retrieved: nobody may be awaiting it any more
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
-            self._waiter.exception()
-
-    async def next_chunk(self) -> tuple[int, int, bytes, bytes]:
-        """The next (kind, status, payload, tag) of a stream; raises what ``fail`` was given."""
-        assert self._chunks is not None
-        while not self._chunks:
-            if self.future.done():
-                self.future.result()  # raises the failure
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        return self._chunks.popleft()
 
 
 class Pool:
