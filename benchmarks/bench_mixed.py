@@ -82,7 +82,14 @@ async def run_load(port: int, requests: list[tuple[float, float]]) -> list[float
         await asyncio.sleep(max(0.0, at - time.perf_counter()))  # open loop: the arrival schedule
         conn = pool.pop() if pool else await Connection.open(port)
         t = time.perf_counter()
-        status, body = await conn.request(bodies[service])
+        try:
+            status, body = await conn.request(bodies[service])
+        except (OSError, asyncio.IncompleteReadError):
+            status = 408
+        if status == 408:  # the server closed an idle pooled connection: a fresh one, the clock kept
+            conn.close()
+            conn = await Connection.open(port)
+            status, body = await conn.request(bodies[service])
         latencies[i] = time.perf_counter() - t
         if status != 200:
             raise RuntimeError(f"status {status}: {body[:200]!r}")
