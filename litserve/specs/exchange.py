@@ -13,10 +13,13 @@ so ``openai.OpenAI(api_key=...)`` works against a server started with ``LIT_SERV
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..core import protocol as P
@@ -236,3 +239,27 @@ class Exchange:
 
     def answered(self) -> None:
         self.ctx.metrics.answered(499 if self.disconnected else self.status, self.loop.time() - self.arrived)
+
+
+def openai_routes(
+    path: str, handle: Callable[[Exchange], Awaitable[None]], ctx: SpecContext, served_model: Callable[[], str]
+) -> list[BaseRoute]:
+    """The routes every OpenAI-style spec serves: its ``POST`` (raw ASGI), a CORS preflight, ``GET /v1/models``."""
+    from .base import ASGIRoute
+    from .chat_models import ModelList
+
+    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        await handle(Exchange(ctx, scope, receive, send))
+
+    async def models(request: Request) -> Response:
+        body = ModelList(data=[{"id": served_model()}]).model_dump_json()  # type: ignore[list-item]
+        return Response(body, media_type="application/json")
+
+    async def preflight(request: Request) -> Response:
+        return Response(status_code=200)
+
+    return [
+        Route(path, ASGIRoute(endpoint), methods=["POST"]),
+        Route(path, preflight, methods=["OPTIONS"]),
+        Route("/v1/models", models, methods=["GET"]),
+    ]

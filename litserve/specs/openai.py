@@ -20,16 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic_core
 from pydantic import ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from ..core.stepper import stepwise
 from ..errors import ConfigurationError, RequestError
 from . import errors as E
 from . import sse
 from .assembly import Completion, to_message
-from .base import ASGIRoute, LitSpec
+from .base import LitSpec
 from .chat_models import (
     AudioContent,
     ChatCompletionChunk,
@@ -60,7 +58,7 @@ from .chat_models import (
     UsageInfo,
     completion_id,
 )
-from .exchange import Exchange, OpenAIError, SpecContext
+from .exchange import Exchange, OpenAIError, SpecContext, openai_routes
 
 if TYPE_CHECKING:
     from ..api import LitAPI
@@ -170,21 +168,7 @@ class OpenAISpec(LitSpec):
         return self.model_name or (type(self.api).__name__ if self.api is not None else "litserve")
 
     def routes(self, ctx: SpecContext) -> list[BaseRoute]:
-        async def chat(scope: Any, receive: Any, send: Any) -> None:
-            await self._chat(Exchange(ctx, scope, receive, send))
-
-        async def models(request: Request) -> Response:
-            body = ModelList(data=[{"id": self.served_model()}]).model_dump_json()  # type: ignore[list-item]
-            return Response(body, media_type="application/json")
-
-        async def preflight(request: Request) -> Response:
-            return Response(status_code=200)
-
-        return [
-            Route("/v1/chat/completions", ASGIRoute(chat), methods=["POST"]),
-            Route("/v1/chat/completions", preflight, methods=["OPTIONS"]),
-            Route("/v1/models", models, methods=["GET"]),
-        ]
+        return openai_routes("/v1/chat/completions", self._chat, ctx, self.served_model)
 
     def openapi_operations(self) -> dict[str, dict[str, Any]]:
         errors: dict[Any, Any] = {status: ("application/json", None) for status in (400, 401, 404, 413, 500, 503, 504)}

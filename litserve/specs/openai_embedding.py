@@ -20,15 +20,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic_core
 from pydantic import BaseModel, Field, ValidationError, field_validator
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from ..errors import ConfigurationError, RequestError
 from . import errors as E
-from .base import ASGIRoute, LitSpec
+from .base import LitSpec
 from .chat_models import ModelList
-from .exchange import Exchange, OpenAIError, SpecContext
+from .exchange import Exchange, OpenAIError, SpecContext, openai_routes
 
 if TYPE_CHECKING:
     from ..api import LitAPI
@@ -157,21 +155,7 @@ class OpenAIEmbeddingSpec(LitSpec):
         return self.model_name or (type(self.api).__name__ if self.api is not None else "litserve")
 
     def routes(self, ctx: SpecContext) -> list[BaseRoute]:
-        async def embeddings(scope: Any, receive: Any, send: Any) -> None:
-            await self._embeddings(Exchange(ctx, scope, receive, send))
-
-        async def models(request: Request) -> Response:
-            body = ModelList(data=[{"id": self.served_model()}]).model_dump_json()  # type: ignore[list-item]
-            return Response(body, media_type="application/json")
-
-        async def preflight(request: Request) -> Response:
-            return Response(status_code=200)
-
-        return [
-            Route("/v1/embeddings", ASGIRoute(embeddings), methods=["POST"]),
-            Route("/v1/embeddings", preflight, methods=["OPTIONS"]),
-            Route("/v1/models", models, methods=["GET"]),
-        ]
+        return openai_routes("/v1/embeddings", self._embeddings, ctx, self.served_model)
 
     def openapi_operations(self) -> dict[str, dict[str, Any]]:
         errors = {status: ("application/json", None) for status in (400, 401, 404, 413, 500, 503, 504)}
