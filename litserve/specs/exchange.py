@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -263,3 +264,24 @@ def openai_routes(
         Route(path, preflight, methods=["OPTIONS"]),
         Route("/v1/models", models, methods=["GET"]),
     ]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_request(model: type[M], body: bytes, served: str | None) -> M:
+    """The body validated into ``model`` (400 naming the field), and 404 for a model this server does not serve."""
+    try:
+        request = model.model_validate_json(body)
+    except ValidationError as exc:
+        message, param = E.from_validation(exc)
+        raise OpenAIError(400, message, param=param) from None
+    asked = getattr(request, "model", None)
+    if served and asked and asked != served:
+        raise OpenAIError(
+            404,
+            f"The model '{asked}' does not exist; this server serves '{served}'",
+            param="model",
+            code="model_not_found",
+        )
+    return request

@@ -19,12 +19,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pydantic_core
-from pydantic import ValidationError
 from starlette.routing import BaseRoute
 
 from ..core.stepper import stepwise
 from ..errors import ConfigurationError, RequestError
-from . import errors as E
 from . import sse
 from .assembly import Completion, to_message
 from .base import LitSpec
@@ -58,7 +56,7 @@ from .chat_models import (
     UsageInfo,
     completion_id,
 )
-from .exchange import Exchange, OpenAIError, SpecContext, openai_routes
+from .exchange import Exchange, OpenAIError, SpecContext, openai_routes, parse_request
 
 if TYPE_CHECKING:
     from ..api import LitAPI
@@ -215,19 +213,7 @@ class OpenAISpec(LitSpec):
             ex.answered()
 
     def _validate(self, body: bytes) -> ChatCompletionRequest:
-        try:
-            request = ChatCompletionRequest.model_validate_json(body)
-        except ValidationError as exc:
-            message, param = E.from_validation(exc)
-            raise OpenAIError(400, message, param=param) from None
-        if self.model_name and request.model and request.model != self.model_name:
-            raise OpenAIError(
-                404,
-                f"The model '{request.model}' does not exist; this server serves '{self.model_name}'",
-                param="model",
-                code="model_not_found",
-            )
-        return request
+        return parse_request(ChatCompletionRequest, body, self.model_name)
 
 
 async def _amap(fn: Any, items: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -19,14 +19,13 @@ import struct
 from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic_core
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 from starlette.routing import BaseRoute
 
 from ..errors import ConfigurationError, RequestError
-from . import errors as E
 from .base import LitSpec
 from .chat_models import ModelList
-from .exchange import Exchange, OpenAIError, SpecContext, openai_routes
+from .exchange import Exchange, OpenAIError, SpecContext, openai_routes, parse_request
 
 if TYPE_CHECKING:
     from ..api import LitAPI
@@ -172,18 +171,7 @@ class OpenAIEmbeddingSpec(LitSpec):
             if body is None:
                 ex.disconnected = True
                 return
-            try:
-                request = EmbeddingRequest.model_validate_json(body)
-            except ValidationError as exc:
-                message, param = E.from_validation(exc)
-                raise OpenAIError(400, message, param=param) from None
-            if self.model_name and request.model and request.model != self.model_name:
-                raise OpenAIError(
-                    404,
-                    f"The model '{request.model}' does not exist; this server serves '{self.model_name}'",
-                    param="model",
-                    code="model_not_found",
-                )
+            request = parse_request(EmbeddingRequest, body, self.model_name)
             (call,) = await ex.submit([body])
             status, payload = await ex.result(call)
             if status != 200:
