@@ -10,6 +10,8 @@ import asyncio
 import json
 
 import pytest
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse, StreamingResponse
 
 import litserve as ls
 from litserve.context import request_id, request_ids
@@ -174,3 +176,108 @@ def test_an_async_stream_whose_task_is_cancelled_closes_the_generators():
 
     asyncio.run(main())
     assert api.closed == ["predict"]
+
+
+class Streamed(ls.LitAPI):
+    """encode_response returns a StreamingResponse (or a FileResponse for ``{"file": path}``)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.closed = []
+        self.background = []
+
+    def decode_request(self, request):
+        return request
+
+    def predict(self, x):
+        return x
+
+    def encode_response(self, x):
+        if "file" in x:
+            return FileResponse(x["file"], background=BackgroundTask(self.background.append, "file"))
+
+        def lines():
+            try:
+                for i in range(x["n"]):
+                    yield f"line {i}\n"
+            finally:
+                self.closed.append("lines")
+
+        async def alines():
+            try:
+                for i in range(x["n"]):
+                    yield f"line {i}\n".encode()
+            finally:
+                self.closed.append("alines")
+
+        body = alines() if x.get("async") else lines()
+        return StreamingResponse(body, status_code=201, media_type="text/plain", headers={"X-N": str(x["n"])})
+
+
+class AsyncStreamed(Streamed):
+    async def predict(self, x):
+        return x
+
+
+def _streamed_api(driver):
+    return (Streamed if driver == "sync" else AsyncStreamed)()
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("body", ["sync", "async"])
+def test_a_streaming_response_goes_out_as_a_head_then_its_chunks(driver, body):
+    api = _streamed_api(driver)
+    sent = []
+
+    def emit(rid, payload, status=200, tag=b""):
+        sent.append((rid, payload, status, tag))
+        return False
+
+    replies = run(Pipeline(api, emit).unary(items({"n": 2, "async": body == "async"})), driver)
+    assert replies == [(1, 200, b"")]  # the terminal reply, after the body
+    (rid, payload, status, tag), *chunks = sent
+    assert (rid, payload, status) == (1, b"", 201)
+    headers = dict(json.loads(tag[1:]))
+    assert tag[:1] == b"R" and headers["content-type"] == "text/plain; charset=utf-8" and headers["x-n"] == "2"
+    assert chunks == [(1, b"line 0\n", 200, b""), (1, b"line 1\n", 200, b"")]
+    assert api.closed == ["alines" if body == "async" else "lines"]
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_cancelled_streaming_response_closes_the_users_generator(driver):
+    api = _streamed_api(driver)
+    sent = []
+
+    def emit(rid, payload, status=200, tag=b""):
+        sent.append(payload)
+        return len(sent) == 2  # the client left after the first line
+
+    replies = run(Pipeline(api, emit).unary(items({"n": 100})), driver)
+    assert replies == [(1, CANCELLED, b"")]
+    assert sent == [b"", b"line 0\n"]
+    assert api.closed == ["lines"]
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_file_response_is_read_in_chunks_then_its_background_runs(driver, tmp_path):
+    api = _streamed_api(driver)
+    data = bytes(range(256)) * 1000  # several chunks of FileResponse.chunk_size
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    sent = []
+
+    def emit(rid, payload, status=200, tag=b""):
+        sent.append(payload)
+        return False
+
+    replies = run(Pipeline(api, emit).unary(items({"file": str(path)})), driver)
+    assert replies == [(1, 200, b"")]
+    head, *chunks = sent
+    assert head == b"" and b"".join(chunks) == data
+    assert len(chunks) > 1 and max(map(len, chunks)) <= FileResponse.chunk_size  # memory bounded by a chunk
+    assert api.background == ["file"]
+
+
+def test_a_streaming_response_without_emit_is_an_error_reply():
+    replies = run_sync(Pipeline(Streamed()).unary(items({"n": 1})))
+    assert replies[0][:2] == (1, 500)

@@ -1,7 +1,9 @@
 """``Call``: one request waiting for its worker's reply, as the handler sees it.
 
 A future for a unary call, a queue of chunks for a stream. The pool resolves it (``deliver``) or
-fails it (``fail``); the handler awaits it. Nothing here knows about sockets or workers.
+fails it (``fail``); the handler awaits it. Nothing here knows about sockets or workers. A unary
+call whose first reply is a CHUNK (the head of a ``StreamingResponse`` or ``FileResponse`` from
+``encode_response``) resolves its future with that head and becomes a stream: the body follows.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from . import protocol as P
 from .scheduler import Job
 
 
@@ -30,6 +33,9 @@ class Call:
         if self._chunks is None:
             if not self.future.done():
                 self.future.set_result((status, payload, tag))
+                if kind == P.CHUNK:  # the head of a streamed Response (core/responses.py): a stream from now on
+                    self._chunks = deque()
+                    self.streamed = True
             return
         self.streamed = True
         self._chunks.append((kind, status, payload, tag))

@@ -34,10 +34,10 @@ from ..errors import (
 )
 from . import protocol as P
 from .forms import is_form
-from .hooks import RAW_RESPONSE_TAG
 from .http_limits import SCOPE_FLAG as BODY_TIMED_OUT
 from .metrics import Metrics
 from .pool import RUNNING, Call, Pool
+from .responses import RAW_RESPONSE_TAG
 
 logger = logging.getLogger("litserve")
 
@@ -228,6 +228,12 @@ class RequestGuard:
         return await self.call.future
 
     def __aiter__(self) -> RequestGuard:
+        watch = self._watch
+        if watch is not None:  # a unary call whose head came (a streamed Response): its gaps count from now
+            self._last = self._loop.time()
+            if isinstance(watch, asyncio.Task):
+                return self
+            watch.cancel()  # the delayed start of the watch
         self._watch = self._loop.create_task(self._watch_disconnect())
         return self
 
@@ -270,6 +276,8 @@ async def _send_reply(guard: RequestGuard, send: Send, request_id: bytes) -> int
         return exc.status
     if tag[:1] == RAW_RESPONSE_TAG:  # a Response from encode_response: its own headers
         headers = raw_response_headers(tag)
+        if guard.call.streamed:  # a StreamingResponse or FileResponse: this was its head, the body follows
+            return await _send_response_body(guard, send, request_id, status, headers)
         headers += [(b"content-length", str(len(payload)).encode()), (b"x-request-id", request_id)]
     else:
         headers = [_JSON, (b"content-length", str(len(payload)).encode()), (b"x-request-id", request_id)]
@@ -306,6 +314,30 @@ async def _send_stream(guard: RequestGuard, send: Send, request_id: bytes, sse: 
         if not started:
             await _send_error(send, exc, request_id)
         else:
+            await send({"type": "http.response.body", "body": _error_record(exc.body(), sse), "more_body": False})
+        return exc.status
+    return status
+
+
+async def _send_response_body(
+    guard: RequestGuard, send: Send, request_id: bytes, status: int, headers: list[tuple[bytes, bytes]]
+) -> int:
+    """The body of a streamed Response, chunk by chunk as the worker sends it (no Content-Length:
+    chunked). An error after the head ends the body with an error record, as a ``stream=True`` error does."""
+    headers.append((b"x-request-id", request_id))
+    sse = any(name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    try:
+        async for kind, code, payload, _ in guard:
+            if kind == P.CHUNK:
+                await send({"type": "http.response.body", "body": payload, "more_body": True})
+            elif code == 200:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await send({"type": "http.response.body", "body": _error_record(payload, sse), "more_body": False})
+                return code
+    except RequestError as exc:
+        if not isinstance(exc, ClientDisconnected):
             await send({"type": "http.response.body", "body": _error_record(exc.body(), sse), "more_body": False})
         return exc.status
     return status

@@ -5,8 +5,7 @@
   ``predict`` gets the list of the batch's dicts). Signatures are read once, here.
 - callbacks: the ``ls.Callback`` hooks that run in the worker (setup, and before/after each stage).
 - ``LitAPI.log``: a sink that sends each entry to the app as a LOG frame.
-- a Starlette/FastAPI ``Response`` returned by ``encode_response``: its status, headers and body
-  become the reply, sent by the app as is.
+- (a Starlette/FastAPI ``Response`` returned by ``encode_response`` is core/responses.py's.)
 - a form body (its Content-Type follows the request id in the REQUEST tag): parsed to ``FormData``.
 
 The app attaches the server's callbacks and whether it has loggers to the API object
@@ -20,16 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic_core
-from starlette.responses import Response
-
 from ..callbacks import Callback, CallbackRunner
 from ..loggers import encode_entry
 from . import protocol as P
 from .forms import parse_form
 
 _EXTRAS = "_litserve_extras"
-RAW_RESPONSE_TAG = b"R"  # a RESULT tag starting with this carries a Response's own headers
 
 
 @dataclass
@@ -93,18 +88,3 @@ def context_steps(api: Any) -> tuple[Callable[..., Any], Callable[..., Any], Cal
 def form_body(it: P.Item) -> Any:
     """The form a REQUEST item carries (its tag is ``request-id \\n content-type``)."""
     return parse_form(it.payload, it.tag.partition(b"\n")[2])
-
-
-def response_reply(response: Response) -> tuple[int, bytes, bytes]:
-    """A Starlette/FastAPI ``Response`` as (status, body, tag): its headers travel in the tag."""
-    body = getattr(response, "body", None)
-    if not isinstance(body, (bytes, bytearray, memoryview)):
-        raise TypeError(
-            f"encode_response returned a {type(response).__name__} without a body in memory "
-            "(a StreamingResponse or FileResponse cannot cross to the server); use stream=True for streaming"
-        )
-    pairs = [[name.decode("latin-1"), value.decode("latin-1")] for name, value in response.raw_headers]
-    tag = RAW_RESPONSE_TAG + pydantic_core.to_json(pairs)
-    if len(tag) > P.MAX_TAG_BYTES:
-        raise ValueError(f"the Response's headers are {len(tag)} bytes; at most {P.MAX_TAG_BYTES} can be sent")
-    return response.status_code, bytes(body), tag

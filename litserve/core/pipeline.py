@@ -32,7 +32,7 @@ from ..api import LitAPI
 from ..checks import missing_field
 from ..context import reset_request_ids, set_request_ids
 from ..errors import user_exception_reply
-from . import hooks
+from . import hooks, responses
 from . import protocol as P
 from .codec import RequestDecoder, ResponseEncoder, blame_the_request
 
@@ -51,10 +51,14 @@ class Pipeline:
 
     Args:
         api: the user's ``LitAPI`` (already ``setup``).
+        emit: ``emit(rid, payload, status=200, tag=b"")`` sends one CHUNK for a request, like the
+            ``emit`` of ``stream``; a unary request uses it only when ``encode_response`` returned a
+            ``StreamingResponse`` or ``FileResponse`` (core/responses.py). None: such responses fail.
     """
 
-    def __init__(self, api: LitAPI) -> None:
+    def __init__(self, api: LitAPI, emit: Callable[..., Any] | None = None) -> None:
         self.api = api
+        self.emit = emit
         self.decode_body = RequestDecoder(api.request_model())
         self.encode_value = ResponseEncoder(api.response_model())
         self.batched = api.max_batch_size > 1
@@ -132,8 +136,8 @@ class Pipeline:
                     value = yield api.encode_response, (out,)
                 else:
                     value = yield steps[2], (out, contexts[i])
-                if isinstance(value, Response):
-                    replies.append((it.rid, *hooks.response_reply(value)))
+                if isinstance(value, Response):  # rare: a Starlette/FastAPI response, sent as it is
+                    replies.append((yield from self._response(it.rid, value)))
                 else:
                     replies.append((it.rid, 200, self.encode_value(value)))
                 if cb is not None:
@@ -145,6 +149,37 @@ class Pipeline:
             finally:
                 reset_request_ids(token)
         return replies
+
+    def _response(self, rid: int, response: Response) -> Steps[P.Reply]:
+        """The reply for a ``Response`` from ``encode_response``; a streamed body goes out chunk by chunk."""
+        in_loop = self.api.is_async
+        if not isinstance(response, responses.STREAMED):
+            reply: P.Reply = (rid, *responses.response_reply(response))
+        else:
+            emit = self.emit
+            if emit is None:
+                raise TypeError(f"a {type(response).__name__} cannot be sent from this API's worker")
+            body = responses.body_of(response, in_loop)  # a file's size and date headers are set here
+            try:
+                tag = responses.headers_tag(response)
+                if (yield emit, (rid, b"", response.status_code, tag)):  # the head: status and headers
+                    return (rid, CANCELLED, b"")
+                step = _anext if hasattr(body, "__aiter__") else _next
+                while True:
+                    chunk = yield step, (body,)
+                    if chunk is _END:
+                        break
+                    if chunk and (yield emit, (rid, chunk)):
+                        return (rid, CANCELLED, b"")
+            finally:
+                yield _close, (body,)
+            reply = (rid, 200, b"")
+        if response.background is not None:  # after the body, as Starlette runs it; the reply stands
+            try:
+                yield responses.background_step, (response.background, in_loop)
+            except Exception:
+                logger.error("the background task of a %s raised", type(response).__name__, exc_info=True)
+        return reply
 
     def stream(self, it: P.Item, emit: Callable[[int, bytes], Any]) -> Steps[P.Reply]:
         """One streaming request: each encoded chunk goes out through ``emit(rid, payload)``.

@@ -13,7 +13,9 @@ A message is a list of ZeroMQ frames::
   followed by ``\n`` and the body's Content-Type when the body is a form (multipart or urlencoded);
   in a RESULT or END, extra response headers as a JSON object (an ``HTTPException``'s headers), or
   ``R`` and a JSON list of ``[name, value]`` pairs: every header of a ``Response`` that
-  ``encode_response`` returned, sent as is.
+  ``encode_response`` returned, sent as is. The same ``R`` tag marks the head of a ``StreamingResponse``
+  or ``FileResponse`` returned by a unary request's ``encode_response``: a CHUNK with the response's
+  status and no payload, then its body as CHUNKs, then the request's terminal RESULT (core/responses.py).
 - ``item_payload`` is opaque bytes: the request body, the encoded response, a chunk, or an error body.
 
 One message may carry several items. In a REQUEST the status field is the item's batch number within
@@ -48,7 +50,7 @@ REVOKE: Final = ord("V")  # items: (rid, 0) + b"" of one held batch; give it bac
 READY: Final = ord("Y")  # one item: (0, capacity) + JSON {"pid", "device"}
 FAILED: Final = ord("F")  # one item: (0, 0) + JSON {"error"}; setup raised, the worker exits
 RESULT: Final = ord("D")  # items: (rid, http status) + response body; terminal for each rid
-CHUNK: Final = ord("K")  # items: (rid, 200) + one encoded stream chunk
+CHUNK: Final = ord("K")  # items: (rid, 200) + one encoded stream chunk; or a streamed Response's head/body
 END: Final = ord("E")  # items: (rid, status) + b"" or an error body; terminal for a stream
 LOG: Final = ord("L")  # one item: (0, 0) + JSON [key, value] from LitAPI.log, for the server's loggers
 REVOKED: Final = ord("G")  # items: (rid, 0) + b""; given back unstarted after a REVOKE; terminal for each rid

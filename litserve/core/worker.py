@@ -191,7 +191,7 @@ class SyncRunner:
     COALESCE_SECONDS = 0.001
 
     def __init__(self, api: LitAPI, sock: zmq.Socket, timing: RunTime | None = None) -> None:
-        self.pipeline = Pipeline(api)
+        self.pipeline = Pipeline(api, self._emit)
         self.sock = sock
         self.timing = timing if timing is not None else RunTime()
         self.pending: deque[list[P.Item]] = deque()
@@ -293,9 +293,9 @@ class SyncRunner:
         if replies:
             self._reply(replies)
 
-    def _emit(self, rid: int, payload: bytes) -> bool:
+    def _emit(self, rid: int, payload: bytes, status: int = 200, tag: bytes = b"") -> bool:
         """Send one stream chunk; True if the request was cancelled meanwhile (the stream stops)."""
-        self._send(P.CHUNK, [(rid, 200, payload)])
+        self._send(P.CHUNK, [(rid, status, payload, tag)])
         self._drain()
         return rid in self.cancelled
 
@@ -306,7 +306,7 @@ class AsyncRunner:
     def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
         import zmq.asyncio
 
-        self.pipeline = Pipeline(api)
+        self.pipeline = Pipeline(api, self._emit)
         self.sock = zmq.asyncio.Socket.from_socket(sock)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.batches: dict[int, list[int]] = {}  # rid -> rids of its batch, to cancel only whole batches
@@ -365,6 +365,6 @@ class AsyncRunner:
                 self.batches.pop(rid, None)
                 self.cancelled.discard(rid)
 
-    async def _emit(self, rid: int, payload: bytes) -> bool:
-        await self._send(P.CHUNK, [(rid, 200, payload)])
+    async def _emit(self, rid: int, payload: bytes, status: int = 200, tag: bytes = b"") -> bool:
+        await self._send(P.CHUNK, [(rid, status, payload, tag)])
         return False  # a CANCEL cancels this request's task instead
