@@ -9,7 +9,10 @@ errors as an HTTP request to the API.
 
 This is a small JSON-RPC implementation of the parts of MCP a tool server needs (``initialize``,
 ``ping``, ``tools/list``, ``tools/call``, notifications), with no dependency; LitServe uses the
-``mcp`` package for the same endpoint.
+``mcp`` package for the same endpoint. The official ``mcp`` client talks to it (tests/compat): its
+``server/discover`` probe (the stateless 2026-07-28 revision) gets "method not found", on which the
+client falls back to the ``initialize`` handshake, as the protocol intends. A result that is a JSON
+object is also sent as ``structuredContent``, and a response model gives the tool an ``outputSchema``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from .errors import RequestError, RequestTimeout
 
 logger = logging.getLogger("litserve")
 
-PROTOCOL_VERSIONS = ("2025-06-18", "2025-03-26", "2024-11-05")
+# the initialize-handshake revisions, newest first; a client asking for another gets the newest
+PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 _PARSE_ERROR, _INVALID_REQUEST, _METHOD_NOT_FOUND, _INVALID_PARAMS = -32700, -32600, -32601, -32602
 
 
@@ -57,7 +61,11 @@ class MCP:
         description = self.description or inspect.getdoc(type(api)) or ""
         if not name or not description:
             raise ValueError(f"MCP tool for {type(api).__name__} needs a name and a description")
-        return {"name": name, "description": description, "inputSchema": self.input_schema or input_schema(api)}
+        tool = {"name": name, "description": description, "inputSchema": self.input_schema or input_schema(api)}
+        output = api.response_model()
+        if output is not None:  # encode_response annotated with a pydantic model: results are checked against it
+            tool["outputSchema"] = output.model_json_schema()
+        return tool
 
 
 def input_schema(api: Any) -> dict[str, Any]:
@@ -170,14 +178,20 @@ async def _call(target: ToolTarget, arguments: Any) -> dict[str, Any]:
         await pool.ensure_started()
         call = pool.submit(target.body(arguments), new_request_id())
         try:
-            status, payload, _tag = await asyncio.wait_for(asyncio.shield(call.future), target.timeout)
+            status, payload, tag = await asyncio.wait_for(asyncio.shield(call.future), target.timeout)
         except asyncio.TimeoutError:
             raise RequestTimeout(f"the tool call did not complete within {target.timeout}s") from None
         finally:
             if call.rid in pool.calls:  # timed out, or we were cancelled: no worker time is spent on it after
                 pool.cancel(call, RequestTimeout())
         text = payload.decode("utf-8", "replace")
-        return {"content": [{"type": "text", "text": text}], "isError": status >= 400}
+        result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": status >= 400}
+        if status < 400 and not tag and payload[:1] == b"{":  # a JSON object: also as structured content
+            try:
+                result["structuredContent"] = json.loads(payload)
+            except ValueError:
+                pass
+        return result
     except RequestError as exc:
         return {"content": [{"type": "text", "text": exc.body().decode()}], "isError": True}
     except Exception as exc:
