@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 from apis_openai import EchoLLM, RequestLLM, ToolLLM
+from support.http import connect, read_response, status_count
 from support.poll import wait_for
 from support.servers import ThreadServer
 
@@ -18,6 +19,7 @@ import litserve as ls
 from litserve.specs import sse
 
 HELLO = [{"role": "user", "content": "hello there world"}]
+CHAT = "/v1/chat/completions"
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +278,62 @@ def test_predict_with_context_gets_the_request_fields_extra_ones_included():
     with ThreadServer(ls.create_app(ContextLLM(spec=ls.OpenAISpec()), accelerator="cpu", devices=1)) as server:
         r = client(server).chat.completions.create(model="m", messages=HELLO, temperature=0.3, extra_body={"top_k": 40})
     assert json.loads(r.choices[0].message.content) == {"temperature": 0.3, "top_k": 40, "n": 1}
+
+
+# -- the body: read as the model route reads it ------------------------------------------------------------
+BODY_LIMIT, BODY_BUDGET = 2000, 1.0
+
+
+@pytest.fixture(scope="module")
+def limited_echo(tmp_path_factory, monkeypatch_module):
+    monkeypatch_module.setenv("LITSERVE_TEST_LOG", str(tmp_path_factory.mktemp("limited") / "steps.log"))
+    app = ls.create_app(
+        EchoLLM(spec=ls.OpenAISpec()),
+        accelerator="cpu",
+        devices=1,
+        timeout=20,
+        max_payload_size=BODY_LIMIT,
+        body_timeout=BODY_BUDGET,
+    )
+    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        yield server, http
+
+
+def _chat_body(size: int) -> bytes:
+    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": ""}]}).encode()
+    return body.replace(b'"content": ""', b'"content": "' + b"x" * (size - len(body)) + b'"')
+
+
+def test_an_oversized_body_is_413_with_openais_error_object(limited_echo):
+    server, http = limited_echo
+    before = status_count(http, 413)
+    r = http.post(CHAT, content=_chat_body(BODY_LIMIT + 1), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and f"the limit is {BODY_LIMIT}" in error["message"]
+    assert "x-request-id" in r.headers
+
+    def chunked():  # no Content-Length: counted as it streams in
+        body = _chat_body(BODY_LIMIT + 500)
+        yield from (body[i : i + 100] for i in range(0, len(body), 100))
+
+    r = http.post(CHAT, content=chunked(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]["message"]
+    assert status_count(http, 413) == before + 2  # metrics are labelled by the API's path, /predict
+    # a body just at the limit is served
+    with pytest.raises(openai.BadRequestError):  # invalid but read: the schema's 400, not a 413
+        client(server).chat.completions.create(model="tiny", messages=[{"role": "user"}])
+    ok = http.post(CHAT, content=_chat_body(BODY_LIMIT), headers={"content-type": "application/json"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_a_body_not_in_by_the_budget_is_408_and_counted_so(limited_echo):
+    server, http = limited_echo
+    before = status_count(http, 408)
+    head = f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n".encode()
+    with connect(server.port, timeout=BODY_BUDGET + 10) as s:
+        s.sendall(head + b'Content-Length: 1000\r\n\r\n{"model": "tiny", "messages": [')
+        status, _, body = read_response(s)
+    assert status == 408 and b"body did not arrive" in body
+    wait_for(lambda: status_count(http, 408) == before + 1)  # a 408, not a client that left
+    assert client(server).chat.completions.create(model="tiny", messages=HELLO).choices[0].message.content

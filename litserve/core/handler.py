@@ -17,6 +17,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from typing import Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -110,10 +111,9 @@ class PredictEndpoint:
         try:
             if not key_accepted(self._api_key, api_key):
                 raise Unauthorized("missing or invalid X-API-Key header")
-            body = await self._read_body(receive, content_length)
+            body = await read_body(receive, content_length, self.max_payload_size)
             if body is None:  # the client left while sending its body, or missed the body deadline
-                status = 408 if scope.get(BODY_TIMED_OUT) else 499  # the 408 was written by http_limits
-                self.metrics.answered(status, loop.time() - arrived)
+                self.metrics.answered(unread_status(scope), loop.time() - arrived)
                 return
             tag = request_id
             if content_type is not None and not content_type.startswith(b"application/json") and is_form(content_type):
@@ -146,36 +146,53 @@ class PredictEndpoint:
         except Exception as exc:
             raise startup_failed(exc) from None
 
-    async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes | None:
-        limit = self.max_payload_size
-        if content_length is not None:
-            try:
-                declared = int(content_length)
-            except ValueError:
-                raise PayloadTooLarge("invalid Content-Length") from None
-            if declared > limit:
-                raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+
+async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes | None:
+    """A request's body, at most ``limit`` bytes (PayloadTooLarge, from the declared length or as it
+    streams in), or None when the client left while sending it or missed the body deadline
+    (``unread_status`` says which). Every route that reads a body reads it here."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise BadRequest("invalid Content-Length") from None
+        if declared > limit:
+            raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    body = message.get("body", b"")
+    if len(body) > limit:  # a chunked body can arrive whole, or over the limit, in its first message
+        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        body = message.get("body", b"")
-        if len(body) > limit:  # a chunked body can arrive whole, or over the limit, in its first message
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        parts.append(chunk)
         if not message.get("more_body", False):
-            return body
-        parts = [body]
-        size = len(body)
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            parts.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(parts)
+            return b"".join(parts)
+
+
+def unread_status(scope: Scope) -> int:
+    """The status of a request whose body never came: 408 when it missed the body deadline (the
+    answer was written by core/http_limits.py), else 499 (the client left)."""
+    return 408 if scope.get(BODY_TIMED_OUT) else 499
+
+
+class GuardOwner(Protocol):
+    """What a ``RequestGuard`` needs from the route that made the call."""
+
+    pool: Pool
+    metrics: Metrics
+    timeout: float | None
 
 
 class RequestGuard:
@@ -194,7 +211,7 @@ class RequestGuard:
     __slots__ = ("_endpoint", "call", "_receive", "_loop", "_last", "_timer", "_watch", "_done")
 
     def __init__(
-        self, endpoint: PredictEndpoint, call: Call, receive: Receive, arrived: float, loop: asyncio.AbstractEventLoop
+        self, endpoint: GuardOwner, call: Call, receive: Receive, arrived: float, loop: asyncio.AbstractEventLoop
     ) -> None:
         self._endpoint = endpoint
         self.call = call

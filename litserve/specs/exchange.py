@@ -3,8 +3,10 @@
 A spec route may run several calls for one request (``n`` choices are ``n`` worker streams), so the
 life of the request is owned here, not per call: one watch for the client's disconnect, which
 cancels every call at once (the worker stops generating at its next chunk); one deadline per call
-(the whole call when unary, the gap between chunks when streaming); and one ``close`` that cancels
-whatever is still running, whichever way the handler leaves.
+(the model route's ``RequestGuard``: the whole call when unary, the gap between chunks when
+streaming); and one ``close`` that cancels whatever is still running, whichever way the handler
+leaves. The body is read by the model route's reader, so the limits and their answers (413, 400,
+408) are the same, in OpenAI's error object.
 
 Authentication accepts OpenAI's ``Authorization: Bearer <key>`` as well as litserve's ``X-API-Key``,
 so ``openai.OpenAI(api_key=...)`` works against a server started with ``LIT_SERVER_API_KEY``.
@@ -24,10 +26,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..core import protocol as P
-from ..core.handler import key_accepted, new_request_id
+from ..core.handler import RequestGuard, key_accepted, new_request_id, read_body, unread_status
 from ..core.metrics import Metrics
 from ..core.pool import RUNNING, Call, Pool
-from ..errors import ClientDisconnected, RequestError, RequestTimeout, startup_failed
+from ..errors import ClientDisconnected, RequestError, startup_failed
 from . import errors as E
 
 _JSON = (b"content-type", b"application/json")
@@ -106,29 +108,16 @@ class Exchange:
             raise OpenAIError(401, "Incorrect or missing API key", code="invalid_api_key")
 
     async def body(self) -> bytes | None:
-        """The request body, or None when the client left while sending it."""
-        limit = self.ctx.max_payload_size
-        declared = self.headers.get(b"content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise OpenAIError(400, "invalid Content-Length") from None
-            if size > limit:
-                raise OpenAIError(413, f"request body is {size} bytes; the limit is {limit}")
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise OpenAIError(413, f"request body exceeds the limit of {limit} bytes")
-            parts.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(parts)
+        """The request body, read as the model route reads it (same limit, 413, 400 and 408), or None
+        when it never came: the client left, or it missed the body deadline (the 408 is written)."""
+        try:
+            body = await read_body(self.receive, self.headers.get(b"content-length"), self.ctx.max_payload_size)
+        except RequestError as exc:
+            raise OpenAIError.from_request_error(exc) from None
+        if body is None:
+            self.status = unread_status(self.scope)
+            self.disconnected = self.status == 499
+        return body
 
     # -- running ----------------------------------------------------------------------------------------
     async def submit(self, bodies: list[bytes]) -> list[Call]:
@@ -160,54 +149,23 @@ class Exchange:
                     self.ctx.pool.cancel(call, ClientDisconnected())
                 return
 
-    def _expire(self, call: Call) -> None:
-        self.ctx.metrics.timeouts.inc()
-        self.ctx.pool.cancel(call, RequestTimeout(f"the request did not complete within {self.ctx.timeout}s"))
-
     async def result(self, call: Call) -> tuple[int, bytes]:
         """(status, payload) of a unary call; raises RequestError on timeout or disconnect."""
-        timeout = self.ctx.timeout
-        timer = self.loop.call_at(self.arrived + timeout, self._expire, call) if timeout is not None else None
-        try:
-            status, payload, _tag = await call.future
-            return status, payload
-        finally:
-            if timer is not None:
-                timer.cancel()
+        with _CallGuard(self.ctx, call, self.receive, self.arrived, self.loop) as guard:
+            status, payload, _tag = await guard.reply()
+        return status, payload
 
     async def chunks(self, call: Call) -> AsyncIterator[bytes]:
         """A stream call's chunks; raises RequestError (or OpenAIError for an error reply) when it fails.
 
-        The gap between chunks is bounded by ``timeout``: one timer, re-armed only when it fires
-        before the gap has passed (not once per chunk: chunks come thousands of times a second).
+        The gap between chunks is bounded by ``timeout``, as on the model route (``RequestGuard``).
         """
-        timeout = self.ctx.timeout
-        loop = self.loop
-        last = [loop.time()]
-        timer: list[asyncio.TimerHandle | None] = [None]
-
-        def check_gap() -> None:
-            due = last[0] + timeout  # type: ignore[operator]
-            if loop.time() >= due:
-                self._expire(call)
-            else:
-                timer[0] = loop.call_at(due, check_gap)
-
-        if timeout is not None:
-            timer[0] = loop.call_at(last[0] + timeout, check_gap)
-        try:
-            while True:
-                kind, status, payload, _tag = await call.next_chunk()
-                last[0] = loop.time()
+        with _CallGuard(self.ctx, call, self.receive, self.loop.time(), self.loop) as guard:
+            async for kind, status, payload, _tag in guard:
                 if kind == P.CHUNK:
                     yield payload
-                    continue
-                if status != 200:
+                elif status != 200:
                     raise OpenAIError.from_reply(status, payload)
-                return
-        finally:
-            if timer[0] is not None:
-                timer[0].cancel()
 
     def close(self) -> None:
         """Cancel every call still running and stop the watch: whatever way the handler left."""
@@ -240,6 +198,20 @@ class Exchange:
 
     def answered(self) -> None:
         self.ctx.metrics.answered(499 if self.disconnected else self.status, self.loop.time() - self.arrived)
+
+
+class _CallGuard(RequestGuard):
+    """The model route's ``RequestGuard`` for one of an Exchange's calls: its deadline (the whole call
+    when unary, the gap between chunks when streaming) and its cancellation on the way out; the
+    client leaving is seen by the Exchange's one watch, for all of its calls at once."""
+
+    __slots__ = ()
+
+    async def reply(self) -> tuple[int, bytes, bytes]:
+        return await self.call.future
+
+    def __aiter__(self) -> _CallGuard:
+        return self
 
 
 def openai_routes(

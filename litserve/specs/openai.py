@@ -189,8 +189,7 @@ class OpenAISpec(LitSpec):
         try:
             ex.authorise()
             body = await ex.body()
-            if body is None:
-                ex.disconnected = True
+            if body is None:  # never came (the client left, or a 408 was written): nothing to answer
                 return
             request = self._validate(body)
             n = request.n

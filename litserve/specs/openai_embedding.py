@@ -168,8 +168,7 @@ class OpenAIEmbeddingSpec(LitSpec):
         try:
             ex.authorise()
             body = await ex.body()
-            if body is None:
-                ex.disconnected = True
+            if body is None:  # never came (the client left, or a 408 was written): nothing to answer
                 return
             request = parse_request(EmbeddingRequest, body, self.model_name)
             (call,) = await ex.submit([body])
