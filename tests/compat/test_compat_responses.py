@@ -59,6 +59,15 @@ def test_streaming_and_file_responses_reach_the_client(tmp_path):
         written = Path(r.headers["x-path"])
         wait_for(lambda: not written.exists(), timeout=20)
 
+        # a client that leaves mid-body: the worker stops at its next chunk and closes the generator
+        go, closed = tmp_path / "go2", tmp_path / "closed"
+        with client.stream("POST", "/report", json={"rows": 0, "wait_for": str(go), "closed": str(closed)}) as r:
+            assert next(r.iter_raw()) == b"n\n"
+        go.touch()  # the connection is closed: the generator may go on, and is stopped
+        sent = int(wait_for(lambda: closed.exists() and closed.read_text(), timeout=30))
+        assert sent < 10**7
+        assert client.post("/report", json={"rows": 1}).text == "n,square\n0,0\n"  # the worker is free
+
         # a file that is not there: a plain error reply, before anything was sent
         r = client.post("/missing", json={})
         assert r.status_code == 500 and "detail" in r.json()

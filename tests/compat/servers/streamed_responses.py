@@ -42,11 +42,22 @@ class ReportAPI(ls.LitAPI):
                     raise RuntimeError("the report broke")
                 yield f"{n},{square}\n"
 
+        def endless():  # until the client leaves: the generator is closed, and says so in a file
+            sent = 0
+            try:
+                yield "n\n"
+                wait_for_file(request["wait_for"])
+                while sent < 10**7:
+                    sent += 1
+                    yield f"{sent}\n"
+            finally:
+                Path(request["closed"]).write_text(str(sent))
+
         async def alines():
             for line in lines():
                 yield line.encode()
 
-        body = alines() if request.get("async") else lines()
+        body = endless() if "closed" in request else alines() if request.get("async") else lines()
         return StreamingResponse(body, media_type="text/csv", headers={"X-Rows": str(len(rows))})
 
 
