@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from . import protocol as P
+from .protocol import CHUNK
 from .scheduler import Job
 
 
@@ -33,7 +33,7 @@ class Call:
         if self._chunks is None:
             if not self.future.done():
                 self.future.set_result((status, payload, tag))
-                if kind == P.CHUNK:  # the head of a streamed Response (core/responses.py): a stream from now on
+                if kind == CHUNK:  # the head of a streamed Response (core/responses.py): a stream from now on
                     self._chunks = deque()
                     self.streamed = True
             return
