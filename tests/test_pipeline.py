@@ -281,3 +281,17 @@ def test_a_file_response_is_read_in_chunks_then_its_background_runs(driver, tmp_
 def test_a_streaming_response_without_emit_is_an_error_reply():
     replies = run_sync(Pipeline(Streamed()).unary(items({"n": 1})))
     assert replies[0][:2] == (1, 500)
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_batch_with_streaming_responses_streams_each_then_answers_each(driver):
+    api = (Streamed if driver == "sync" else AsyncStreamed)(max_batch_size=2)
+    sent = []
+
+    def emit(rid, payload, status=200, tag=b""):
+        sent.append((rid, payload))
+        return False
+
+    replies = run(Pipeline(api, emit).unary(items({"n": 1}, {"n": 2})), driver)
+    assert replies == [(1, 200, b""), (2, 200, b"")]
+    assert sent == [(1, b""), (1, b"line 0\n"), (2, b""), (2, b"line 0\n"), (2, b"line 1\n")]

@@ -48,6 +48,12 @@ def test_streaming_and_file_responses_reach_the_client(tmp_path):
         assert r.text.startswith("data: 0\n\ndata: 1\n\nevent: error\ndata: {")
         assert "detail" in json.loads(r.text.split("event: error\ndata: ", 1)[1])
 
+        closed = tmp_path / "closed-events"
+        with client.stream("POST", "/events", json={"count": 0, "closed": str(closed)}) as r:
+            assert next(r.iter_raw()).startswith(b"data: 1\n\n")
+        sent = int(wait_for(lambda: closed.exists() and closed.read_text(), timeout=30))
+        assert sent < 10**7
+
         # a file larger than one chunk, read in the worker; its background task deletes it afterwards
         size = 1_000_003
         r = client.post("/download", json={"size": size})

@@ -76,6 +76,16 @@ class EventsAPI(ls.LitAPI):
     async def encode_response(self, output):
         request, counts = output
 
+        async def endless():  # until the client leaves: the task is cancelled, the generator closed
+            sent = 0
+            try:
+                while sent < 10**7:
+                    sent += 1
+                    yield f"data: {sent}\n\n"
+                    await asyncio.sleep(0.001)  # an event source that takes its time
+            finally:
+                Path(request["closed"]).write_text(str(sent))
+
         async def events():
             for i in counts:
                 if i == request.get("fail_at"):
@@ -83,7 +93,8 @@ class EventsAPI(ls.LitAPI):
                 await asyncio.sleep(0)
                 yield f"data: {i}\n\n"
 
-        return StreamingResponse(events(), status_code=202, media_type="text/event-stream")
+        body = endless() if "closed" in request else events()
+        return StreamingResponse(body, status_code=202, media_type="text/event-stream")
 
 
 class DownloadAPI(ls.LitAPI):
