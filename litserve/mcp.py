@@ -30,9 +30,10 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive
 
 from .auth import Authorized, has_authorize
-from .errors import RequestError, RequestTimeout
+from .errors import RequestError
 
 logger = logging.getLogger("litserve")
 
@@ -90,9 +91,10 @@ def input_schema(api: Any) -> dict[str, Any]:
 class ToolTarget:
     """What a tool call needs: the API, its path, and how to submit to its workers."""
 
-    def __init__(self, api: Any, api_path: str, pool: Any, timeout: float | None) -> None:
+    def __init__(self, api: Any, api_path: str, pool: Any, metrics: Any, timeout: float | None) -> None:
         self.api = api
         self.pool = pool
+        self.metrics = metrics
         self.timeout = timeout
         self.tool = api.mcp.tool(api, api_path)
         self.authorizer = Authorized(None, api) if has_authorize(api) else None
@@ -160,30 +162,29 @@ def mcp_routes(targets: Sequence[ToolTarget], api_key: str | None = None) -> lis
                 rejection = await target.authorizer.check(request.scope)
                 if rejection is not None:  # authorize refused: its answer, as it would be on the model route
                     return _replay(rejection)
-            return _rpc_result(rid, await _call(target, params.get("arguments") or {}))
+            return _rpc_result(rid, await _call(target, params.get("arguments") or {}, request.receive))
         return _rpc_error(rid, _METHOD_NOT_FOUND, f"method {method!r} not found")
 
     return [Route(path, endpoint, methods=["GET", "POST"]) for path in ("/mcp", "/mcp/")]
 
 
-async def _call(target: ToolTarget, arguments: Any) -> dict[str, Any]:
+async def _call(target: ToolTarget, arguments: Any, receive: Receive) -> dict[str, Any]:
     import asyncio
 
-    from .core.handler import new_request_id
+    from .core.handler import CallGuard, new_request_id
 
     pool = target.pool
     try:
         if target.api.stream:
             raise ValueError("a streaming API cannot be called as an MCP tool")
         await pool.ensure_started()
+        loop = asyncio.get_running_loop()
         call = pool.submit(target.body(arguments), new_request_id())
-        try:
-            status, payload, tag = await asyncio.wait_for(asyncio.shield(call.future), target.timeout)
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"the tool call did not complete within {target.timeout}s") from None
-        finally:
-            if call.rid in pool.calls:  # timed out, or we were cancelled: no worker time is spent on it after
-                pool.cancel(call, RequestTimeout())
+        # the model route's deadline and cancellation: the call is cancelled however this ends
+        with CallGuard(target, call, receive, loop.time(), loop) as guard:
+            status, payload, tag = await guard.reply()
+            if call.streamed:  # encode_response returned a StreamingResponse or FileResponse: its body
+                status, payload, tag = await _streamed_body(guard)
         text = payload.decode("utf-8", "replace")
         result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": status >= 400}
         if status < 400 and not tag and payload[:1] == b"{":  # a JSON object: also as structured content
@@ -196,6 +197,25 @@ async def _call(target: ToolTarget, arguments: Any) -> dict[str, Any]:
         return {"content": [{"type": "text", "text": exc.body().decode()}], "isError": True}
     except Exception as exc:
         return {"content": [{"type": "text", "text": f"{type(exc).__name__}: {exc}"}], "isError": True}
+
+
+MAX_STREAMED_RESULT = 16 * 1024 * 1024  # bytes of a streamed body a tool result may hold
+
+
+async def _streamed_body(guard: Any) -> tuple[int, bytes, bytes]:
+    """A streamed Response's body gathered into one tool result (a tool result is one message)."""
+    from .core.protocol import CHUNK
+
+    parts: list[bytes] = []
+    size = 0
+    async for kind, status, payload, _tag in guard:
+        if kind != CHUNK:
+            return (200, b"".join(parts), b"R") if status == 200 else (status, payload, b"")
+        size += len(payload)
+        if size > MAX_STREAMED_RESULT:
+            raise ValueError(f"the response body is over {MAX_STREAMED_RESULT} bytes, too large for a tool result")
+        parts.append(payload)
+    return 200, b"".join(parts), b"R"
 
 
 def _replay(messages: list[Any]) -> Response:

@@ -68,7 +68,9 @@ class LitApp(Starlette):
         routes = [route for endpoint in self.endpoints for route in endpoint.routes]
         routes = _first_of_each(routes)  # two specs may both offer GET /v1/models: the first answers
         tools = [
-            ToolTarget(e.api, e.path, e.pool, settings.timeout) for e in self.endpoints if getattr(e.api, "mcp", None)
+            ToolTarget(e.api, e.path, e.pool, e.metrics, settings.timeout)
+            for e in self.endpoints
+            if getattr(e.api, "mcp", None)
         ]
         routes += [
             Route(settings.healthcheck_path, self._health_route, methods=["GET"]),

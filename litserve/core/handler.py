@@ -284,6 +284,21 @@ class RequestGuard:
                 return
 
 
+class CallGuard(RequestGuard):
+    """A ``RequestGuard`` for a route that watches for its client leaving itself (an OpenAI request's
+    ``n`` calls share one watch) or has no client to watch (an MCP tool call): the call's deadline
+    (the whole call when unary, the gap between chunks when streaming) and its cancellation on the
+    way out, nothing more."""
+
+    __slots__ = ()
+
+    async def reply(self) -> tuple[int, bytes, bytes]:
+        return await self.call.future
+
+    def __aiter__(self) -> CallGuard:
+        return self
+
+
 async def _send_reply(guard: RequestGuard, send: Send, request_id: bytes) -> int:
     try:
         status, payload, tag = await guard.reply()

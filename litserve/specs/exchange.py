@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ..core import protocol as P
-from ..core.handler import RequestGuard, key_accepted, new_request_id, read_body, unread_status
+from ..core.handler import CallGuard, key_accepted, new_request_id, read_body, unread_status
 from ..core.metrics import Metrics
 from ..core.pool import RUNNING, Call, Pool
 from ..errors import ClientDisconnected, RequestError, startup_failed
@@ -151,7 +151,7 @@ class Exchange:
 
     async def result(self, call: Call) -> tuple[int, bytes]:
         """(status, payload) of a unary call; raises RequestError on timeout or disconnect."""
-        with _CallGuard(self.ctx, call, self.receive, self.arrived, self.loop) as guard:
+        with CallGuard(self.ctx, call, self.receive, self.arrived, self.loop) as guard:
             status, payload, _tag = await guard.reply()
         return status, payload
 
@@ -160,7 +160,7 @@ class Exchange:
 
         The gap between chunks is bounded by ``timeout``, as on the model route (``RequestGuard``).
         """
-        with _CallGuard(self.ctx, call, self.receive, self.loop.time(), self.loop) as guard:
+        with CallGuard(self.ctx, call, self.receive, self.loop.time(), self.loop) as guard:
             async for kind, status, payload, _tag in guard:
                 if kind == P.CHUNK:
                     yield payload
@@ -198,20 +198,6 @@ class Exchange:
 
     def answered(self) -> None:
         self.ctx.metrics.answered(499 if self.disconnected else self.status, self.loop.time() - self.arrived)
-
-
-class _CallGuard(RequestGuard):
-    """The model route's ``RequestGuard`` for one of an Exchange's calls: its deadline (the whole call
-    when unary, the gap between chunks when streaming) and its cancellation on the way out; the
-    client leaving is seen by the Exchange's one watch, for all of its calls at once."""
-
-    __slots__ = ()
-
-    async def reply(self) -> tuple[int, bytes, bytes]:
-        return await self.call.future
-
-    def __aiter__(self) -> _CallGuard:
-        return self
 
 
 def openai_routes(

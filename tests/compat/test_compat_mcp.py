@@ -21,7 +21,7 @@ async def _session(url: str) -> None:
         assert init.protocol_version == "2025-11-25" and init.capabilities.tools is not None
 
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert set(tools) == {"sentiment", "add"}
+        assert set(tools) == {"sentiment", "add", "table"}
         sentiment, add = tools["sentiment"], tools["add"]
         assert sentiment.description == "Tells whether a text is positive"
         assert add.description == "Adds numbers."  # the class docstring
@@ -43,6 +43,9 @@ async def _session(url: str) -> None:
         assert refused.is_error is True and "give at least one number" in refused.content[0].text
         invalid = await session.call_tool("add", {"request": {"values": "x"}})  # fails the request model
         assert invalid.is_error is True and "values" in invalid.content[0].text
+        # a StreamingResponse from encode_response: its body is the tool's text
+        table = await session.call_tool("table", {"request": {"values": [1, 2]}})
+        assert table.is_error is False and table.content[0].text == "1,1\n2,4\n"
         with pytest.raises(MCPError):
             await session.call_tool("nope", {})
 

@@ -1,4 +1,5 @@
 from fastapi import HTTPException
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 import litserve as ls
@@ -48,11 +49,26 @@ class AddAPI(ls.LitAPI):
         return {"sum": total}
 
 
+class TableAPI(ls.LitAPI):
+    """Writes a table of squares as CSV."""
+
+    def decode_request(self, request: Numbers):
+        return request.values
+
+    def predict(self, values):
+        return [(v, v * v) for v in values]
+
+    def encode_response(self, rows):
+        lines = (f"{v:g},{sq:g}\n" for v, sq in rows)
+        return StreamingResponse(lines, media_type="text/csv")
+
+
 if __name__ == "__main__":
     server = ls.LitServer(
         [
             SentimentAPI(api_path="/sentiment", mcp=MCP(description="Tells whether a text is positive")),
             AddAPI(api_path="/add", mcp=MCP()),
+            TableAPI(api_path="/table", mcp=MCP()),
         ],
         accelerator="cpu",
     )
