@@ -93,7 +93,7 @@ def test_client_disconnect_cancels_the_task_in_the_worker(async_server, tmp_path
 def short_async_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("async-timeout") / "async.log"
     app = ls.create_app(AsyncAPI(log=str(log), max_concurrency=2), accelerator="cpu", devices=1, timeout=1.0)
-    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         client.log = log
         yield client
 

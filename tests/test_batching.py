@@ -153,7 +153,7 @@ def short_timeout_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("batching-timeout") / "predict.log"
     api = BatchAPI(log=str(log), max_batch_size=4, batch_timeout=0.05)
     app = ls.create_app(api, accelerator="cpu", devices=1, timeout=1.0)
-    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         client.log = log
         client.port = server.port
         yield client

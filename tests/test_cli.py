@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.servers import Proc
+from support.servers import Proc, serve_args
 
 from litserve.cli import dockerize
 from litserve.cli.serve import TargetError, load_app
@@ -106,24 +106,7 @@ def test_bad_targets_say_what_is_wrong(tmp_path):
 
 @pytest.mark.slow
 def test_serve_answers_then_sigterm_drains_and_exits_zero_with_nothing_left(tmp_path):
-    args = [
-        "-m",
-        "litserve",
-        "serve",
-        "apis_deploy:api",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--accelerator",
-        "cpu",
-        "--devices",
-        "1",
-        "--workers",
-        "2",
-        "--shutdown-grace",
-        "10",
-    ]
+    args = serve_args("apis_deploy:api", "--workers", "2", "--shutdown-grace", "10")
     with Proc.python(args, tmp_path) as proc:
         proc.wait_http("/ready", timeout=60)
         info = httpx.get(proc.url + "/info", timeout=10).json()

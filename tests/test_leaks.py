@@ -133,7 +133,7 @@ def test_ten_thousand_mixed_requests_leave_nothing_behind():
         max_queue_size=4096,
         log_level=logging.CRITICAL,
     )  # 1,000 user errors: no tracebacks
-    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=20) as client:
+    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=20) as client:
         proc = subprocess.Popen(
             [sys.executable, "-c", CLIENT, str(server.port), str(TOTAL), str(WARMUP), str(CONNECTIONS)],
             stdin=subprocess.PIPE,

@@ -295,7 +295,7 @@ def test_metrics_names_and_counts_move(limited, tmp_path):
 @pytest.fixture(scope="module")
 def quick_timeout():
     app = ls.create_app(FaultAPI(), accelerator="cpu", devices=1, timeout=0.3, shutdown_grace=5)
-    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=20) as client:
+    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=20) as client:
         yield app, server, client
 
 

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from support.poll import wait_for
-from support.servers import Proc, ThreadServer
+from support.servers import Proc, ThreadServer, serve_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -90,28 +90,8 @@ class Proxy:
 
 
 def serve_replica(tmp_path) -> Proc:
-    return Proc.python(
-        [
-            "-m",
-            "litserve",
-            "serve",
-            "apis_deploy:api",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "--accelerator",
-            "cpu",
-            "--devices",
-            "1",
-            "--workers",
-            "2",
-            "--shutdown-grace",
-            "10",
-            "--no-access-log",
-        ],
-        tmp_path,
-    )
+    flags = ("--workers", "2", "--shutdown-grace", "10", "--no-access-log")
+    return Proc.python(serve_args("apis_deploy:api", *flags), tmp_path)
 
 
 def test_sigterm_one_replica_under_load_drops_nothing(tmp_path):

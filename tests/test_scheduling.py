@@ -120,7 +120,7 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_counting_every_reques
 @pytest.mark.slow
 def test_a_hung_predict_gets_its_504_and_its_worker_is_replaced_without_touching_the_other(tmp_path):
     app = ls.create_app(
-        FaultAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=2, hung_grace=2, shutdown_grace=5
+        FaultAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=2, hung_grace=0.5, shutdown_grace=5
     )
     with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         before = wait_for(lambda: ready_pids(client, 2), timeout=30)
@@ -178,8 +178,9 @@ def test_a_stopped_worker_misses_its_heartbeats_and_is_replaced_its_request_retr
 
 @pytest.mark.slow
 def test_poisoning_clients_cost_only_themselves(tmp_path):
-    """Issue 11's bar: 2 clients sending a request that kills its worker, 4 honest clients, 8 s:
-    at least 95% of the honest requests succeed."""
+    """Issue 11's bar: 2 clients sending a request that kills its worker, 4 honest clients: at least
+    95% of the honest requests succeed. The load runs until both workers have been killed several
+    times over (the crash backoff has grown) and the honest clients have been answered many times."""
     app = ls.create_app(FaultAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=20, shutdown_grace=5)
     stop = threading.Event()
     honest: list[int] = []
@@ -200,9 +201,10 @@ def test_poisoning_clients_cost_only_themselves(tmp_path):
         threads += [threading.Thread(target=run, args=({"op": "echo", "value": 1}, honest)) for _ in range(4)]
         for t in threads:
             t.start()
-        t0 = time.monotonic()
-        wait_for(lambda: time.monotonic() - t0 >= 8, timeout=20, interval=0.1)
-        stop.set()
+        try:
+            wait_for(lambda: len(poison) >= 8 and len(honest) >= 200, timeout=60, interval=0.1)
+        finally:
+            stop.set()
         for t in threads:
             t.join(30)
     ok = sum(1 for s in honest if s == 200)
@@ -272,7 +274,7 @@ if __name__ == "__main__":
 def test_a_stop_with_a_stuck_worker_ends_within_shutdown_grace(tmp_path):
     """Issue 13's bound: SIGTERM with a request that never finishes ends the whole server within
     shutdown_grace (+ at most 1 s to reap the worker killed at the deadline), not twice that."""
-    grace = 3.0
+    grace = 1.0
     script = tmp_path / "stuck_server.py"
     tests = str(Path(__file__).parent)
     script.write_text(_STUCK_SERVER.format(tests=tests, grace=grace))

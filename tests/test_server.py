@@ -32,8 +32,10 @@ SCRIPT = textwrap.dedent(
         api = {
             "square": SquareAPI,
             "failing": FailingSetupAPI,
-            "batch0": lambda: BatchedSquareAPI(max_batch_size=8, batch_timeout=0.0),
-            "batch10ms": lambda: BatchedSquareAPI(max_batch_size=8, batch_timeout=0.01),
+            "batching": lambda: [  # one server, both kinds of batch_timeout (0 and not): one idle wait
+                BatchedSquareAPI(max_batch_size=8, batch_timeout=0.0, api_path="/batch0"),
+                BatchedSquareAPI(max_batch_size=8, batch_timeout=0.01, api_path="/batch10ms"),
+            ],
         }[kind]()
         server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=10,
                               shutdown_grace=5)
@@ -92,17 +94,16 @@ def test_serves_writes_a_working_client_logs_the_table_idles_and_stops_on_sigter
         assert "Traceback" not in proc.output()
 
 
-@pytest.mark.parametrize("kind", ["batch0", "batch10ms"])
-def test_an_idle_batching_server_burns_no_cpu(tmp_path, kind):
+def test_an_idle_batching_server_burns_no_cpu(tmp_path):
     """With batching on, for any batch_timeout (0 included), nothing spins while no request comes."""
-    with _start(tmp_path, kind=kind, workers=1, client=False) as proc:
+    with _start(tmp_path, kind="batching", workers=1, client=False) as proc:
         proc.wait_http("/ready")
         with ThreadPoolExecutor(8) as pool:
-            bodies = list(
-                pool.map(lambda i: httpx.post(proc.url + "/predict", json={"input": i}, timeout=10), range(16))
-            )
-        assert [b.json() for b in bodies] == [{"output": i * i} for i in range(16)]
+            for url in (proc.url + "/batch0", proc.url + "/batch10ms"):
+                bodies = list(pool.map(lambda i, url=url: httpx.post(url, json={"input": i}, timeout=10), range(16)))
+                assert [b.json() for b in bodies] == [{"output": i * i} for i in range(16)], url
         pids = [proc.pid, *_worker_pids(proc)]
+        assert len(pids) == 3  # the app and one worker per API
         before, t0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
         wait_for(lambda: time.monotonic() - t0 >= 3.0, timeout=6, interval=0.1)
         used, elapsed = sum(cpu_seconds(p) for p in pids) - before, time.monotonic() - t0

@@ -52,7 +52,7 @@ def _serve(tmp_path_factory, api, timeout):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LITSERVE_TEST_LOG", str(log))  # read by the worker's setup, so set before it spawns
         app = ls.create_app(api, accelerator="cpu", devices=1, workers_per_device=1, timeout=timeout)
-        with ThreadServer(app) as server:
+        with ThreadServer(app, ready=True) as server:
             yield Server(app, server, log, tmp)
 
 

@@ -28,9 +28,14 @@ def free_port() -> int:
 
 
 class ThreadServer:
-    """A real uvicorn server on 127.0.0.1 in a thread of the test process, for real-socket tests."""
+    """A real uvicorn server on 127.0.0.1 in a thread of the test process, for real-socket tests.
 
-    def __init__(self, app, port: int | None = None, **config: object) -> None:
+    ``ready=True``: entering also waits until ``/ready`` answers 200 (every API has a ready worker). A
+    test whose requests have a short ``timeout`` needs it: on a loaded machine the workers may still be
+    starting when the first request comes, and it would spend its whole timeout in the queue."""
+
+    def __init__(self, app, port: int | None = None, ready: bool = False, **config: object) -> None:
+        self.ready = ready
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         options: dict = {"host": "127.0.0.1", "port": self.port, "log_level": "warning", "lifespan": "on", **config}
@@ -43,12 +48,26 @@ class ThreadServer:
         wait_for(lambda: self.server.started or not self.thread.is_alive(), timeout=60)
         if not self.server.started:
             raise RuntimeError("server failed to start")
+        if self.ready:
+            try:
+                with httpx.Client(base_url=self.url, timeout=10) as client:
+                    wait_for(lambda: client.get("/ready").status_code == 200, timeout=60, interval=0.02)
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(60)
         assert not self.thread.is_alive(), "server thread did not stop"
+
+
+def serve_args(target: str, *flags: str) -> list[str]:
+    """``Proc.python``'s arguments for ``litserve serve target`` on 127.0.0.1 at the free ``{port}``,
+    on one CPU device, with ``flags`` after those."""
+    host = ["--host", "127.0.0.1", "--port", "{port}", "--accelerator", "cpu", "--devices", "1"]
+    return ["-m", "litserve", "serve", target, *host, *flags]
 
 
 class Proc:
