@@ -13,7 +13,9 @@ import litserve as ls
 class DeployAPI(ls.LitAPI):
     """{"value": v, "sleep": s} -> {"value": v, "pid": worker pid, "ppid": its HTTP process}, after ``s`` seconds.
 
-    With ``"mark": path`` the file is written when predict starts (the test then knows it is in flight).
+    With ``"mark": path`` the file is written when predict starts (the test then knows it is in flight);
+    with ``"gate": path`` predict then waits until that file exists (at most 60 s), so the test decides
+    when it ends.
     """
 
     def setup(self, device):
@@ -22,6 +24,10 @@ class DeployAPI(ls.LitAPI):
     def predict(self, x):
         if x.get("mark"):
             Path(x["mark"]).write_text(str(os.getpid()))
+        if x.get("gate"):
+            gate, deadline = Path(x["gate"]), time.monotonic() + 60
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.005)  # model: a computation the test ends by creating the gate file
         if x.get("sleep"):
             time.sleep(float(x["sleep"]))  # model: a computation that takes this long
         return {"value": x.get("value"), "pid": os.getpid(), "ppid": os.getppid()}

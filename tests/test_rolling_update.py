@@ -8,7 +8,15 @@ nginx's and Envoy's default). Any other transport error is a 502: a request the 
 
 Expected: a client that takes what it gets sees only 200s and 503s (a request that reached the
 replica in the moment between its SIGTERM and the proxy's next readiness check); a client that
-honours 503 + Retry-After sees only 200s; the stopped replica exits 0 and leaves no process.
+honours 503 + Retry-After sees only 200s; the request in flight on the stopped replica is answered;
+the stopped replica exits 0 and leaves no process.
+
+The replica keeps its listener open while a request is in flight (the drain); a real deployment also
+gives the load balancer time to notice /ready before the listener closes (Kubernetes: the preStop
+sleep). Here that time is a condition, not a sleep: a request held on the replica is released only
+once the proxy has taken the replica out of rotation and has no request bound for it. Without it, a
+request the proxy sends in the very moment the listener closes is reset (a 502 the server could not
+have prevented), which on a loaded machine happened now and then.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import itertools
 import signal
 import threading
 import time
+import uuid
 from contextlib import asynccontextmanager
 
 import httpx
@@ -41,6 +50,7 @@ class Proxy:
         self.backends = backends
         self.ready: set[str] = set()
         self.removed_at: dict[str, float] = {}
+        self.bound_for: dict[str, int] = dict.fromkeys(backends, 0)  # forwards that may still pick a backend
         self._rr = itertools.count()
         self.app = Starlette(routes=[Route("/predict", self.forward, methods=["POST"])], lifespan=self.lifespan)
 
@@ -73,6 +83,15 @@ class Proxy:
         candidates = sorted(self.ready)
         if not candidates:
             return Response(b'{"error": "no backend ready"}', status_code=503, headers={"retry-after": "1"})
+        for b in candidates:
+            self.bound_for[b] += 1
+        try:
+            return await self._forward(body, candidates)
+        finally:
+            for b in candidates:
+                self.bound_for[b] -= 1
+
+    async def _forward(self, body: bytes, candidates: list[str]) -> Response:
         start = next(self._rr)
         for i in range(len(candidates)):
             backend = candidates[(start + i) % len(candidates)]
@@ -89,8 +108,30 @@ class Proxy:
         return Response(b'{"error": "every backend refused"}', status_code=502)
 
 
+class Held:
+    """A request sent straight to one replica, running until ``release()``."""
+
+    def __init__(self, url: str, tmp_path) -> None:
+        self.gate, mark = tmp_path / f"gate-{uuid.uuid4().hex}", tmp_path / f"mark-{uuid.uuid4().hex}"
+        self.response: httpx.Response | None = None
+        body = {"value": "held", "mark": str(mark), "gate": str(self.gate)}
+        self.thread = threading.Thread(target=self._post, args=(url, body))
+        self.thread.start()
+        wait_for(mark.exists, timeout=30)  # in flight: predict has started
+
+    def _post(self, url: str, body: dict) -> None:
+        self.response = httpx.post(url + "/predict", json=body, timeout=60)
+
+    def release(self) -> httpx.Response:
+        self.gate.touch()
+        self.thread.join(60)
+        assert self.response is not None, "the held request got no answer"
+        assert self.response.status_code == 200, self.response.text
+        return self.response
+
+
 def serve_replica(tmp_path) -> Proc:
-    flags = ("--workers", "2", "--shutdown-grace", "10", "--no-access-log")
+    flags = ("--workers", "2", "--shutdown-grace", "30", "--no-access-log")
     return Proc.python(serve_args("apis_deploy:api", *flags), tmp_path)
 
 
@@ -130,8 +171,12 @@ def test_sigterm_one_replica_under_load_drops_nothing(tmp_path):
                 t.start()
             try:
                 wait_for(lambda: {p for _, p in plain} >= {a.pid, b.pid}, timeout=30)  # both serve
+                held = Held(a.url, tmp_path)
                 before = len(plain)
                 a.signal(signal.SIGTERM)
+                # The load balancer's part: out of rotation, nothing bound for a; then a may close.
+                wait_for(lambda: a.url not in proxy.ready and proxy.bound_for[a.url] == 0, timeout=20)
+                assert held.release().json()["value"] == "held"  # the drain let it finish
                 assert a.wait_exit(30) == 0, a.output()
                 stopped = len(plain)
                 wait_for(lambda: len(plain) >= stopped + 20, timeout=30)  # the load goes on, on b
