@@ -41,7 +41,8 @@ MODULE = textwrap.dedent(
     host.mount("/model", model)
 
     if __name__ == "__main__":
-        ls.LitServer(SquareAPI(), accelerator="cpu", devices=1, workers_per_device=2, timeout=20).run(
+        workers = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+        ls.LitServer(SquareAPI(), accelerator="cpu", devices=1, workers_per_device=workers, timeout=20).run(
             host="127.0.0.1", port=int(sys.argv[1])
         )
     """
@@ -91,8 +92,9 @@ def test_the_start_banner_is_the_same_whichever_way_the_app_is_served(tmp_path: 
 
 
 def test_client_file_is_written_then_kept_when_it_is_the_users(tmp_path: Path):
+    # one worker ("1"): client.py is the app process's business
     (tmp_path / "lsmod.py").write_text(MODULE)
-    with Proc.python(["lsmod.py", "{port}"], tmp_path) as proc:
+    with Proc.python(["lsmod.py", "{port}", "1"], tmp_path) as proc:
         proc.wait_http("/ready", timeout=60)
         client = tmp_path / "client.py"
         assert f"wrote {client}" in proc.output()
@@ -101,7 +103,7 @@ def test_client_file_is_written_then_kept_when_it_is_the_users(tmp_path: Path):
         proc.wait_exit(40)
 
     # litserve's own file is rewritten (the port changed); the log says so
-    with Proc.python(["lsmod.py", "{port}"], tmp_path) as proc:
+    with Proc.python(["lsmod.py", "{port}", "1"], tmp_path) as proc:
         proc.wait_http("/ready", timeout=60)
         assert f"http://127.0.0.1:{proc.port}/predict" in client.read_text()
         assert f"wrote {client}" in proc.output()
@@ -110,7 +112,7 @@ def test_client_file_is_written_then_kept_when_it_is_the_users(tmp_path: Path):
 
     mine = "print('my own client')\n"
     client.write_text(mine)
-    with Proc.python(["lsmod.py", "{port}"], tmp_path) as proc:
+    with Proc.python(["lsmod.py", "{port}", "1"], tmp_path) as proc:
         proc.wait_http("/ready", timeout=60)
         assert client.read_text() == mine
         assert f"{client} exists and litserve did not write it: left it unchanged" in proc.output()
