@@ -357,16 +357,36 @@ def test_a_revoke_that_arrives_after_the_job_started_changes_nothing():
 def test_prefetch_is_used_only_while_the_work_is_fast():
     h = Harness(prefetch_below=0.002)
     h.s.add_worker("a", 1, prefetch=1)
-    h.submit(3)
-    assert h.schedule()[0] == [("a", [1])]  # no run time reported yet: no prefetch
-    h.s.beat("a", 1.0, 0.0001)  # the worker reports 100 µs per request: fast
-    assert h.schedule()[0] == [("a", [2])]  # held behind 1
-    assert h.s.waiting == 2  # 2 held, 3 queued
-    h.s.beat("a", 2.0, 0.2)  # now 200 ms per request
-    assert h.s.complete(1, "a", now=2.0)
+    h.submit(4)
+    assert h.schedule()[0] == [("a", [1])]  # nothing finished yet, run time unknown: no prefetch
+    h.now = 0.0001
+    assert h.s.complete(1, "a", now=h.now)  # 100 µs from its start to its reply: fast
+    assert h.s.run_time == pytest.approx(0.0001)
+    assert h.schedule()[0] == [("a", [2]), ("a", [3])]  # 3 is held behind 2
+    assert h.s.waiting == 2  # 3 held, 4 queued
+    h.now = 0.2001
+    assert h.s.complete(2, "a", now=h.now)  # 200 ms: the mean jumps above 2 ms
+    assert h.s.run_time > 0.002
     h.submit(1)
-    assert h.schedule()[0] == []  # 2 runs; 3 and 4 wait in the shared queue, not behind it
+    assert h.schedule()[0] == []  # 3 runs (promoted); 4 and 5 wait in the shared queue, not behind it
     assert h.s.queued == 2
+
+
+def test_run_time_is_the_mean_time_per_batch_when_replies_come_back_together():
+    h = Harness(prefetch_below=0.002)
+    h.s.add_worker("a", 1, prefetch=3)
+    h.submit(1)
+    h.schedule()
+    h.now = 0.001
+    h.s.complete(1, "a", now=h.now)
+    h.submit(4)
+    assert [r for _, rids in h.schedule()[0] for r in rids] == [2, 3, 4, 5]
+    # The worker ran 2..5 back to back (1 ms each) and its replies arrive in one message at 4 ms:
+    # the first counts the 4 ms since its start, the promoted ones 0 each.
+    h.now = 0.005
+    for rid in (2, 3, 4, 5):
+        h.s.complete(rid, "a", now=h.now)
+    assert 0.0005 < h.s.run_time < 0.002
 
 
 def test_prefetch_takes_only_full_batches():
@@ -519,7 +539,7 @@ def test_invariants_under_random_events(batch, below, ops):
         elif op == "t":
             h.now += (x % 100) / 1000
         elif op == "b" and workers:
-            h.s.beat(workers[x % len(workers)], h.now, (x % 5) / 1000 if x % 3 else None)
+            h.s.beat(workers[x % len(workers)], h.now)
         dispatches, wake = h.s.schedule(h.now)
         for worker, jobs in dispatches:
             assert 1 <= len(jobs) <= batch

@@ -204,8 +204,10 @@ class RequestGuard:
     block by any path stops both and, if the call is still pending (we were cancelled ourselves),
     cancels it, so no worker time is spent on it after.
 
-    The deadline is one timer: for a unary call at ``arrived + timeout``; for a stream it measures the
-    gap since the last item and re-arms itself until a gap exceeds ``timeout``.
+    The deadline is one timer: for a unary call at ``arrived + timeout``, armed only if the call is
+    still waiting after ``WATCH_DELAY`` (most are answered sooner, and then cost no timer of their own
+    beyond that one); for a stream it measures the gap since the last item and re-arms itself until a
+    gap exceeds ``timeout``.
     """
 
     __slots__ = ("_endpoint", "call", "_receive", "_loop", "_last", "_timer", "_watch", "_done")
@@ -218,10 +220,7 @@ class RequestGuard:
         self._receive = receive
         self._loop = loop
         self._last = arrived  # when the call last made progress (arrival, then each stream item)
-        timeout = endpoint.timeout
-        self._timer: asyncio.TimerHandle | None = (
-            loop.call_at(arrived + timeout, self._on_deadline) if timeout is not None else None
-        )
+        self._timer: asyncio.TimerHandle | None = None
         self._watch: asyncio.TimerHandle | asyncio.Task[None] | None = None
         self._done = False
 
@@ -239,20 +238,32 @@ class RequestGuard:
 
     async def reply(self) -> tuple[int, bytes, bytes]:
         """(status, payload, tag) of a unary call; raises the RequestError that ended it otherwise."""
-        # Most calls finish in well under WATCH_DELAY; watching for a disconnect costs a task, so it
-        # starts only for calls still waiting by then. A client that left earlier is seen then.
-        self._watch = self._loop.call_later(WATCH_DELAY, self._start_watch)
+        # Most calls finish in well under WATCH_DELAY; watching for a disconnect costs a task, and a
+        # deadline timer costs a timer, so a call still waiting by then gets both (its deadline still
+        # counts from its arrival). A client that left earlier is seen then.
+        timeout = self._endpoint.timeout
+        if timeout is not None and timeout <= WATCH_DELAY:
+            self.arm_deadline()
+        self._watch = self._loop.call_later(WATCH_DELAY, self._on_slow)
         return await self.call.future
 
     def __aiter__(self) -> RequestGuard:
         watch = self._watch
         if watch is not None:  # a unary call whose head came (a streamed Response): its gaps count from now
             self._last = self._loop.time()
+            self.arm_deadline()
             if isinstance(watch, asyncio.Task):
                 return self
             watch.cancel()  # the delayed start of the watch
+        self.arm_deadline()
         self._watch = self._loop.create_task(self._watch_disconnect())
         return self
+
+    def arm_deadline(self) -> None:
+        """Start the deadline timer (once): ``timeout`` after the last progress."""
+        timeout = self._endpoint.timeout
+        if self._timer is None and timeout is not None:
+            self._timer = self._loop.call_at(self._last + timeout, self._on_deadline)
 
     async def __anext__(self) -> tuple[int, int, bytes, bytes]:
         """The next (kind, status, payload, tag) of a stream; END is the last one."""
@@ -272,8 +283,9 @@ class RequestGuard:
         endpoint.metrics.timeouts.inc()
         endpoint.pool.cancel(self.call, RequestTimeout(f"the request did not complete within {endpoint.timeout}s"))
 
-    def _start_watch(self) -> None:
+    def _on_slow(self) -> None:
         self._watch = self._loop.create_task(self._watch_disconnect())
+        self.arm_deadline()
 
     async def _watch_disconnect(self) -> None:
         while True:
@@ -293,9 +305,11 @@ class CallGuard(RequestGuard):
     __slots__ = ()
 
     async def reply(self) -> tuple[int, bytes, bytes]:
+        self.arm_deadline()
         return await self.call.future
 
     def __aiter__(self) -> CallGuard:
+        self.arm_deadline()
         return self
 
 

@@ -4,14 +4,22 @@ A registry per app (not the global default) so that two apps in one process, or 
 another, never share counters. Gauges that mirror internal state (queue depth, in flight, workers
 ready) are read at scrape time through callbacks, so the request path never updates them.
 
+The three updated on every request (requests by status, request duration, queue wait; and batch
+size per batch) are plain numbers on the event loop's thread, turned into metric families only when
+/metrics is scraped: prometheus-client's own objects take a lock and walk the buckets on each
+update, about 5 µs per request, a tenth of what the whole HTTP exchange costs. The names, labels and
+buckets are the same either way.
+
 Under gunicorn each HTTP process has its own registry; set ``PROMETHEUS_MULTIPROC_DIR`` to have
-``/metrics`` aggregate every process (prometheus-client's multiprocess mode).
+``/metrics`` aggregate every process (prometheus-client's multiprocess mode, where every update
+goes to prometheus-client's objects, which write them to the shared files at once).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -22,9 +30,25 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# (name, help, buckets) of the families updated on every request
+_REQUESTS = ("litserve_requests", "Requests answered, by route and status.")
+_DURATION = (
+    "litserve_request_duration_seconds",
+    "Time from a request's arrival to its response (to its last chunk when streaming).",
+    _LATENCY_BUCKETS,
+)
+_QUEUE_WAIT = (
+    "litserve_queue_wait_seconds",
+    "Time a request waited in the app's queue before a worker took it.",
+    _LATENCY_BUCKETS,
+)
+_BATCH_SIZE = ("litserve_batch_size", "Requests per batch sent to a worker.", _BATCH_BUCKETS)
 
 
 class AppMetrics:
@@ -35,30 +59,15 @@ class AppMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         by_route = ["route"]
-        self.requests = Counter(
-            "litserve_requests", "Requests answered, by route and status.", ["route", "status"], registry=reg
-        )
-        self.duration = Histogram(
-            "litserve_request_duration_seconds",
-            "Time from a request's arrival to its response (to its last chunk when streaming).",
-            by_route,
-            buckets=_LATENCY_BUCKETS,
-            registry=reg,
-        )
-        self.queue_wait = Histogram(
-            "litserve_queue_wait_seconds",
-            "Time a request waited in the app's queue before a worker took it.",
-            by_route,
-            buckets=_LATENCY_BUCKETS,
-            registry=reg,
-        )
-        self.batch_size = Histogram(
-            "litserve_batch_size",
-            "Requests per batch sent to a worker.",
-            by_route,
-            buckets=_BATCH_BUCKETS,
-            registry=reg,
-        )
+        self.hot: _HotPath | None = None
+        if self.multiprocess:
+            self.requests = Counter(_REQUESTS[0], _REQUESTS[1], ["route", "status"], registry=reg)
+            self.duration = Histogram(*_DURATION[:2], by_route, buckets=_DURATION[2], registry=reg)
+            self.queue_wait = Histogram(*_QUEUE_WAIT[:2], by_route, buckets=_QUEUE_WAIT[2], registry=reg)
+            self.batch_size = Histogram(*_BATCH_SIZE[:2], by_route, buckets=_BATCH_SIZE[2], registry=reg)
+        else:
+            self.hot = _HotPath()
+            reg.register(self.hot)
         self.timeouts = Counter("litserve_timeouts", "Requests that got 504.", by_route, registry=reg)
         self.disconnects = Counter(
             "litserve_disconnects", "Requests whose client left before the response.", by_route, registry=reg
@@ -153,9 +162,18 @@ class Metrics:
     def __init__(self, metrics: AppMetrics, route: str) -> None:
         self._metrics = metrics
         self._route = route
-        self.duration = metrics.duration.labels(route)
-        self.queue_wait = metrics.queue_wait.labels(route)
-        self.batch_size = metrics.batch_size.labels(route)
+        self.duration: Any
+        self.queue_wait: Any
+        self.batch_size: Any
+        if metrics.hot is not None:
+            self.duration = _Histogram(_LATENCY_BUCKETS)
+            self.queue_wait = _Histogram(_LATENCY_BUCKETS)
+            self.batch_size = _Histogram(_BATCH_BUCKETS)
+            metrics.hot.routes.append(self)
+        else:
+            self.duration = metrics.duration.labels(route)
+            self.queue_wait = metrics.queue_wait.labels(route)
+            self.batch_size = metrics.batch_size.labels(route)
         self.timeouts = metrics.timeouts.labels(route)
         self.disconnects = metrics.disconnects.labels(route)
         self.restarts = _ForRoute(metrics.restarts, route)
@@ -193,9 +211,77 @@ class Metrics:
     def answered(self, status: int, seconds: float) -> None:
         counter = self._by_status.get(status)
         if counter is None:
-            counter = self._by_status[status] = self._metrics.requests.labels(self._route, str(status))
+            m = self._metrics
+            counter = _Counter() if m.hot is not None else m.requests.labels(self._route, str(status))
+            self._by_status[status] = counter
         counter.inc()
         self.duration.observe(seconds)
+
+
+class _Counter:
+    """A counter on the event loop's thread (no lock: nothing else updates it)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class _Histogram:
+    """A histogram on the event loop's thread: one count per bucket (the last is +Inf) and a sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative counts per upper bound, as the exposition format wants them."""
+        out: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            out.append((floatToGoString(bound), total))
+        return out
+
+
+class _HotPath(Collector):
+    """The per-request families of every route, built from their plain numbers at scrape time."""
+
+    def __init__(self) -> None:
+        self.routes: list[Metrics] = []
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        requests, duration, queue_wait, batch_size = families
+        for m in self.routes:
+            route = m._route
+            for status, counter in sorted(m._by_status.items()):
+                requests.add_metric([route, str(status)], counter.value)
+            for family, hist in ((duration, m.duration), (queue_wait, m.queue_wait), (batch_size, m.batch_size)):
+                family.add_metric([route], hist.buckets(), hist.sum)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> list[Any]:
+        return [
+            CounterMetricFamily(*_REQUESTS, labels=["route", "status"]),
+            HistogramMetricFamily(*_DURATION[:2], labels=["route"]),
+            HistogramMetricFamily(*_QUEUE_WAIT[:2], labels=["route"]),
+            HistogramMetricFamily(*_BATCH_SIZE[:2], labels=["route"]),
+        ]
 
 
 class _ForRoute:

@@ -121,6 +121,12 @@ class Pool:
         self.shutdown_grace = shutdown_grace
         self._startup_timeout = startup_timeout
         self._heartbeat_timeout = heartbeat_timeout
+        # A batch dispatched now is overdue no sooner than this (see Scheduler.overdue): no hung_grace
+        # after its start, no heartbeat_timeout after its worker became busy.
+        self._soonest_overdue = min(
+            (t for t in (heartbeat_timeout, hung_grace if timeout is not None else None) if t is not None),
+            default=float("inf"),
+        )
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._router: Router | None = None
@@ -344,6 +350,8 @@ class Pool:
     # -- hung workers ---------------------------------------------------------------------------------
     def _arm_watchdog(self, now: float) -> None:
         """Check for hung workers when the next one could become overdue (nothing runs while idle)."""
+        if self._watchdog_at is not None and self._watchdog_at <= now + self._soonest_overdue:
+            return  # armed already, before anything dispatched now could become overdue
         _, next_at = self.scheduler.overdue(now)
         if next_at is None or (self._watchdog_at is not None and self._watchdog_at <= next_at):
             return
@@ -400,7 +408,7 @@ class Pool:
             for it in items:
                 scheduler.revoked(it.rid, name, now)
         elif kind == P.HEARTBEAT:
-            scheduler.beat(name, time.monotonic(), items[0].status / 1e6 if items else None)
+            scheduler.beat(name, time.monotonic())
         elif kind in (P.READY, P.FAILED):
             assert supervisor is not None
             supervisor.handshake(handle, kind, items)

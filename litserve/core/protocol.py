@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 VERSION: Final = 1
 
@@ -54,7 +53,7 @@ CHUNK: Final = ord("K")  # items: (rid, 200) + one encoded stream chunk; or a st
 END: Final = ord("E")  # items: (rid, status) + b"" or an error body; terminal for a stream
 LOG: Final = ord("L")  # one item: (0, 0) + JSON [key, value] from LitAPI.log, for the server's loggers
 REVOKED: Final = ord("G")  # items: (rid, 0) + b""; given back unstarted after a REVOKE; terminal for each rid
-HEARTBEAT: Final = ord("H")  # none, or (0, mean run time per batch in µs); from the worker's own thread and socket
+HEARTBEAT: Final = ord("H")  # no items; from the worker's own thread and socket, every heartbeat_interval
 
 KINDS: Final = frozenset({REQUEST, CANCEL, STOP, REVOKE, READY, FAILED, RESULT, CHUNK, END, LOG, REVOKED, HEARTBEAT})
 TERMINAL: Final = frozenset({RESULT, END})
@@ -73,8 +72,9 @@ class ProtocolError(ValueError):
     """A frame that does not follow this module's layout; the receiver drops it and logs why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):
+    """One item of a message; a tuple, since a message can carry hundreds and each is built on receipt."""
+
     rid: int
     status: int
     payload: bytes
@@ -136,5 +136,5 @@ def decode(frames: list[bytes]) -> tuple[int, list[Item]]:
         if len(ihead) < ITEM_SIZE or len(ihead) > ITEM_SIZE + MAX_TAG_BYTES:
             raise ProtocolError(f"item head must be {ITEM_SIZE}..{ITEM_SIZE + MAX_TAG_BYTES} bytes")
         rid, status = unpack(ihead)
-        items.append(Item(rid, status, frames[i + 1], bytes(ihead[ITEM_SIZE:])))
+        items.append(Item(rid, status, frames[i + 1], ihead[ITEM_SIZE:]))
     return kind, items

@@ -22,12 +22,11 @@ from collections.abc import Callable
 
 import zmq
 
+from . import wire
 from .protocol import SOCKET_DIR_PREFIX
 
 logger = logging.getLogger("litserve")
 
-# Plain ints: pyzmq's enum constants cost a Python-level enum operation on every use.
-_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 OWNER_FILE = "owner.pid"
 
 
@@ -70,11 +69,11 @@ class Router:
         if sock is None:
             return
         try:
-            sock.send_multipart([identity, *frames], _NOBLOCK)
+            wire.send(sock, [identity, *frames], wire.NOBLOCK)
         except zmq.ZMQError as exc:
             # The worker is gone (its death will be seen through its sentinel) or the socket closed.
             logger.debug("send to %r failed: %s", identity, exc)
-        if not self._drain_soon and sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
+        if not self._drain_soon and wire.readable(sock):
             # Sending may have consumed the readable edge: read what is waiting on the next turn.
             self._drain_soon = True
             self._loop.call_soon(self._on_readable)
@@ -86,8 +85,8 @@ class Router:
             return
         got = False
         try:
-            while sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
-                frames = sock.recv_multipart(_NOBLOCK)
+            while wire.readable(sock):
+                frames = wire.recv(sock, wire.NOBLOCK)
                 got = True
                 try:
                     self._on_message(frames[0], frames[1:])

@@ -11,7 +11,8 @@ and would be lost with the worker if it hung. Each worker has
   not started, behind its running ones, so it goes straight from one batch to the next without
   waiting for a round trip. A batched API's prefetch takes only a full batch. With
   ``prefetch_below`` set, prefetch slots are used only while the work is fast: while the mean run
-  time per batch the workers report (in their heartbeats, once a second) is below that many seconds.
+  time per batch, as measured here from each batch's start to its last reply, is below that many
+  seconds (known from the first reply on).
   There the round trip is a real share of each request; for slower work it is not, and every
   request then waits in the one shared queue, in arrival order (no request is parked behind a long
   one). A held batch is *revocable*: when another worker has a free run slot and nothing is queued,
@@ -47,6 +48,7 @@ from dataclasses import dataclass, field
 from .states import JobState
 
 QUEUED, DISPATCHED, DROPPED = JobState.QUEUED, JobState.DISPATCHED, JobState.DROPPED
+RUN_TIME_WEIGHT = 0.1  # of the newest batch in the mean run time: about the last 10-20 batches count
 
 
 class Job:
@@ -67,17 +69,19 @@ class Job:
         return f"<Job {self.rid} {self.state.value}>"
 
 
-@dataclass(eq=False)
 class Batch:
     """Jobs sent to one worker together; its slot frees when every job in it has had a terminal reply."""
 
-    worker: str
-    rids: list[int]
-    open: int = 0
-    started_at: float | None = None  # when it got a run slot; None while held behind running batches
-    progress_at: float = 0.0  # its oldest job's arrival, then its last stream chunk (for hung detection)
-    revoking: bool = False  # a REVOKE was sent for it
-    held: int = 0  # of its jobs, how many count in the scheduler's ``waiting`` (not started, not given back)
+    __slots__ = ("worker", "rids", "open", "started_at", "progress_at", "revoking", "held")
+
+    def __init__(self, worker: str, rids: list[int], progress_at: float = 0.0) -> None:
+        self.worker = worker
+        self.rids = rids
+        self.open = len(rids)  # jobs without their terminal reply yet
+        self.started_at: float | None = None  # when it got a run slot; None while held behind running batches
+        self.progress_at = progress_at  # its oldest job's arrival, then its last stream chunk (hung detection)
+        self.revoking = False  # a REVOKE was sent for it
+        self.held = 0  # of its jobs, how many count in the scheduler's ``waiting`` (not started, not given back)
 
 
 @dataclass(eq=False)
@@ -124,8 +128,8 @@ class Scheduler:
         hung_grace: seconds a request may still run after its timeout before its worker counts as
             hung (None: never).
         heartbeat_timeout: seconds a busy worker may go without a heartbeat (None: never checked).
-        prefetch_below: use prefetch slots only while the workers' reported mean run time per batch
-            (``beat(..., run_time)``) is below this many seconds (None: always; before a report: never).
+        prefetch_below: use prefetch slots only while the mean run time per batch (``run_time``) is
+            below this many seconds (None: always; before the first batch finished: never).
     """
 
     def __init__(
@@ -146,12 +150,17 @@ class Scheduler:
         self.hung_grace = hung_grace
         self.heartbeat_timeout = heartbeat_timeout
         self.prefetch_below = prefetch_below
-        self.run_time: float | None = None  # mean run time per batch a worker last reported (seconds)
+        # Mean seconds from a batch's start (a run slot: its dispatch, or the reply that freed the slot it
+        # waited for) to its last reply, weighted toward recent batches. With replies coming back
+        # together, a batch started by the previous reply can finish at once; the mean still comes out
+        # as the time per batch. It includes one round trip when nothing is prefetched.
+        self.run_time: float | None = None
         self._queue: deque[Job] = deque()  # arrival order; dropped jobs are skipped lazily
         self._queued = 0  # live jobs in _queue
         self._held = 0  # jobs in held (prefetched, not started) batches
         self._dispatched: dict[int, Job] = {}
         self._workers: dict[str, WorkerSlots] = {}
+        self._order: list[WorkerSlots] = []  # the workers, for round-robin picking
         self._rr = 0
 
     # -- workers --------------------------------------------------------------------------------------
@@ -162,6 +171,7 @@ class Scheduler:
         full batch (a partial one keeps filling here until a run slot frees).
         """
         self._workers[name] = WorkerSlots(name, max(1, run_slots), max(0, prefetch), last_beat=now)
+        self._order = list(self._workers.values())
 
     def remove_worker(self, name: str) -> list[Job]:
         """Forget a worker. Its held batches go back to the front of the queue, without penalty;
@@ -169,6 +179,7 @@ class Scheduler:
         slots = self._workers.pop(name, None)
         if slots is None:
             return []
+        self._order = list(self._workers.values())
         running: list[Job] = []
         back: list[Job] = []
         for i, batch in enumerate(slots.batches):
@@ -264,13 +275,11 @@ class Scheduler:
         job.batch.progress_at = now
         return True
 
-    def beat(self, worker: str, now: float, run_time: float | None = None) -> None:
-        """A heartbeat from ``worker``: it is alive, and (when it says) takes ``run_time`` s per batch."""
+    def beat(self, worker: str, now: float) -> None:
+        """A heartbeat from ``worker``: it is alive."""
         slots = self._workers.get(worker)
         if slots is not None:
             slots.last_beat = now
-            if run_time is not None:
-                self.run_time = run_time
 
     def holds(self, rid: int, worker: str) -> bool:
         job = self._dispatched.get(rid)
@@ -284,28 +293,34 @@ class Scheduler:
         ``wake_at`` is when a partly filled batch's window closes (call again then), or None.
         """
         dispatches: list[tuple[str, list[Job]]] = []
+        if not self._queued:
+            return dispatches, None
+        prefetching = self._prefetching()
+        dispatched = self._dispatched
+        size = self.max_batch_size
         while self._queued:
-            slots = self._pick(starting=True) or (self._pick(starting=False) if self._prefetching() else None)
+            slots = self._pick(prefetching)
             if slots is None:
                 return dispatches, None
             head = self._oldest()
-            take = 1 if head.retried else min(self._queued, self.max_batch_size)  # a retried job runs alone
-            partial = take < self.max_batch_size and not head.retried
-            if partial and not slots.can_start:
-                return dispatches, None  # prefetch takes full batches; a run slot freeing reschedules
-            if partial and self.batch_timeout > 0:
-                closes = head.enqueued_at + self.batch_timeout
-                if now < closes:
-                    return dispatches, closes
+            take = 1 if head.retried else min(self._queued, size)  # a retried job runs alone
+            starts = len(slots.batches) < slots.run_slots
+            if take < size and not head.retried:  # a partial batch
+                if not starts:
+                    return dispatches, None  # prefetch takes full batches; a run slot freeing reschedules
+                if self.batch_timeout > 0:
+                    closes = head.enqueued_at + self.batch_timeout
+                    if now < closes:
+                        return dispatches, closes
             jobs = self._pop(take)
-            batch = Batch(slots.name, [j.rid for j in jobs], len(jobs), progress_at=jobs[0].enqueued_at)
+            batch = Batch(slots.name, [j.rid for j in jobs], jobs[0].enqueued_at)
             for job in jobs:
                 job.state = DISPATCHED
                 job.batch = batch
-                self._dispatched[job.rid] = job
+                dispatched[job.rid] = job
             if not slots.batches:
                 slots.busy_since = now
-            if slots.can_start:
+            if starts:
                 batch.started_at = now
             else:
                 batch.held = len(jobs)
@@ -323,8 +338,11 @@ class Scheduler:
             return []
         # Called after ``schedule``: a run slot still free means nothing queued could start there now
         # (the queue is empty, or its partial batch is still filling), so a held batch should.
+        free = self.free_run_slots
+        if free <= 0:
+            return []
         # Free run slots not already promised a batch that is on its way back.
-        free = self.free_run_slots - sum(b.revoking for s in self._workers.values() for b in s.held())
+        free -= sum(b.revoking for s in self._order for b in s.held())
         out: list[tuple[str, list[int]]] = []
         while free > 0:
             victim: Batch | None = None
@@ -404,19 +422,33 @@ class Scheduler:
         return f"<Scheduler queued={self._queued} held={self._held} in_flight={len(self._dispatched)} workers=[{load}]>"
 
     # -- internals ------------------------------------------------------------------------------------
-    def _pick(self, *, starting: bool) -> WorkerSlots | None:
-        """A worker with a free run slot (``starting``) or a free prefetch slot: the one with the most
-        room; ties go round-robin so load spreads evenly."""
+    def _pick(self, prefetching: bool) -> WorkerSlots | None:
+        """A worker with a free run slot, else (when ``prefetching``) one with a free prefetch slot: the
+        one with the most room; ties go round-robin so load spreads evenly."""
+        order = self._order
+        n = len(order)
+        if n == 1:
+            w = order[0]
+            busy = len(w.batches)
+            return w if busy < w.run_slots or (prefetching and busy < w.run_slots + w.prefetch) else None
         best: WorkerSlots | None = None
-        workers = list(self._workers.values())
-        n = len(workers)
-        for i in range(n):
-            w = workers[(self._rr + i) % n]
-            room = (w.run_slots - len(w.batches)) if starting else w.free
-            if room > 0 and (best is None or room > _room(best, starting)):
-                best = w
+        best_room = best_at = 0
+        start = self._rr
+        for k in range(n):
+            i = (start + k) % n
+            w = order[i]
+            room = w.run_slots - len(w.batches)
+            if room > best_room:
+                best, best_room, best_at = w, room, i
+        if best is None and prefetching:
+            for k in range(n):
+                i = (start + k) % n
+                w = order[i]
+                room = w.run_slots + w.prefetch - len(w.batches)
+                if room > best_room:
+                    best, best_room, best_at = w, room, i
         if best is not None:
-            self._rr = (workers.index(best) + 1) % n
+            self._rr = (best_at + 1) % n
         return best
 
     def _prefetching(self) -> bool:
@@ -430,6 +462,10 @@ class Scheduler:
         if slots is None:
             return
 
+        if batch.started_at is not None:
+            took = now - batch.started_at
+            mean = self.run_time
+            self.run_time = took if mean is None else mean + RUN_TIME_WEIGHT * (took - mean)
         index = 0 if slots.batches[0] is batch else slots.batches.index(batch)
         del slots.batches[index]
         self._held -= batch.held
@@ -468,7 +504,3 @@ class Scheduler:
         self._queued -= len(out)
         self._trim()
         return out
-
-
-def _room(w: WorkerSlots, starting: bool) -> int:
-    return (w.run_slots - len(w.batches)) if starting else w.free

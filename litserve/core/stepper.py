@@ -28,11 +28,10 @@ from ..api import LitAPI
 from ..context import reset_request_ids, set_request_ids
 from ..errors import ConfigurationError, user_exception_reply
 from . import protocol as P
+from .inbox import Inbox
 from .pipeline import CANCELLED, Pipeline
 
 logger = logging.getLogger("litserve.worker")
-
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 def stepwise(api: LitAPI) -> bool:
@@ -52,61 +51,34 @@ def check_stepwise(api: LitAPI) -> None:
         raise ConfigurationError("an API with step() needs join(x) -> state too (see docs/openai.md)")
 
 
-class StepRunner:
+class StepRunner(Inbox):
     """The worker loop of a step API: admit, drop, step, send; block only when nothing is active."""
 
     def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
+        super().__init__(sock)
         self.api = api
         self.pipeline = Pipeline(api)
-        self.sock = sock
         self.size = api.max_batch_size
         self.active: list[tuple[P.Item, Any]] = []  # (request, its state), in join order
         self.waiting: deque[P.Item] = deque()
-        self.known: set[int] = set()
-        self.cancelled: set[int] = set()
-        self.stopping = False
         self.encode_each = "encode_response" in vars(api) or type(api).encode_response is not LitAPI.encode_response
         self._leave = getattr(api, "leave", None)
 
     def run(self) -> None:
         while not (self.stopping and not self.active and not self.waiting):
             if not self.active and not self.waiting:
-                self._handle(self.sock.recv_multipart())  # idle: block until there is work
-            self._drain()
+                self.wait()  # idle: block until there is work
+            self.drain()
             ends: list[P.Reply] = []
             self._drop_cancelled(ends)
             self._admit(ends)
             if self.active:
                 self._step(ends)
             elif ends:
-                self._send(P.END, ends)
+                self.send(P.END, ends)
 
-    # -- messages ---------------------------------------------------------------------------------------
-    def _drain(self) -> None:
-        sock = self.sock
-        while sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
-            self._handle(sock.recv_multipart())
-
-    def _handle(self, frames: list[bytes]) -> None:
-        try:
-            kind, items = P.decode(frames)
-        except P.ProtocolError as exc:
-            logger.warning("dropped a malformed frame from the app: %s", exc)
-            return
-        if kind == P.REQUEST:
-            self.waiting.extend(items)
-            self.known.update(it.rid for it in items)
-        elif kind == P.CANCEL:
-            self.cancelled.update(it.rid for it in items if it.rid in self.known)
-        elif kind == P.STOP:
-            self.stopping = True
-
-    def _send(self, kind: int, replies: list[P.Reply]) -> None:
-        if kind in P.TERMINAL:
-            for reply in replies:
-                self.known.discard(reply[0])
-                self.cancelled.discard(reply[0])
-        self.sock.send_multipart(P.encode(kind, replies))
+    def accept(self, items: list[P.Item]) -> None:
+        self.waiting.extend(items)
 
     # -- the batch --------------------------------------------------------------------------------------
     def _admit(self, ends: list[P.Reply]) -> None:
@@ -153,7 +125,7 @@ class StepRunner:
                 self._release(it, state)
                 ends.append((it.rid, *reply))
             self.active = []
-            self._send(P.END, ends)
+            self.send(P.END, ends)
             return
         finally:
             reset_request_ids(token)
@@ -175,9 +147,9 @@ class StepRunner:
             keep.append((it, state))
         self.active = keep
         if chunks:
-            self._send(P.CHUNK, chunks)
+            self.send(P.CHUNK, chunks)
         if ends:
-            self._send(P.END, ends)
+            self.send(P.END, ends)
 
     def _encode(self, it: P.Item, out: Any) -> list[bytes]:
         encode_value = self.pipeline.encode_value

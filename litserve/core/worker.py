@@ -31,16 +31,14 @@ from dataclasses import dataclass
 import zmq
 
 from ..api import LitAPI
-from . import hooks, logs
+from . import hooks, logs, wire
 from . import protocol as P
+from .inbox import Inbox
 from .pipeline import CANCELLED, Pipeline, run_async, run_sync
 from .protocol import SOCKET_DIR_PREFIX
 from .stepper import StepRunner, stepwise
 
 logger = logging.getLogger("litserve.worker")
-
-# Plain ints: pyzmq's enum constants cost a Python-level enum operation on every use.
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 __all__ = ("CANCELLED", "AsyncRunner", "SyncRunner", "WorkerSpec", "main")
 
@@ -73,7 +71,7 @@ def main(spec: WorkerSpec) -> None:
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.connect(spec.address)
     api = spec.api
-    hooks.install_log_sink(api, sock.send_multipart)
+    hooks.install_log_sink(api, lambda frames: wire.send(sock, frames))
     callbacks = hooks.callback_runner(api)
     try:
         _select_device(spec.device)
@@ -89,7 +87,7 @@ def main(spec: WorkerSpec) -> None:
     except BaseException as exc:
         logger.error("setup(%r) failed:\n%s", spec.device, traceback.format_exc())
         detail = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=20)}
-        sock.send_multipart(P.encode(P.FAILED, [(0, 0, json.dumps(detail).encode())]))
+        wire.send(sock, P.encode(P.FAILED, [(0, 0, json.dumps(detail).encode())]))
         sock.close(linger=2000)
         ctx.term()
         sys.exit(1)
@@ -98,16 +96,15 @@ def main(spec: WorkerSpec) -> None:
     else:
         capacity = api.max_concurrency if api.is_async else 1  # requests it runs at once
     facts = {"pid": os.getpid(), "device": spec.device}
-    sock.send_multipart(P.encode(P.READY, [(0, capacity, json.dumps(facts).encode())]))
-    timing = RunTime()
-    _start_heartbeat(spec.address, spec.identity + P.HEARTBEAT_SUFFIX, spec.heartbeat_interval or 1.0, timing)
+    wire.send(sock, P.encode(P.READY, [(0, capacity, json.dumps(facts).encode())]))
+    _start_heartbeat(spec.address, spec.identity + P.HEARTBEAT_SUFFIX, spec.heartbeat_interval or 1.0)
     try:
         if stepwise(api):
             StepRunner(api, sock).run()
         elif api.is_async:
             asyncio.run(AsyncRunner(api, sock).run())
         else:
-            SyncRunner(api, sock, timing).run()
+            SyncRunner(api, sock).run()
     finally:
         sock.close(linger=1000)
         ctx.term()
@@ -135,27 +132,12 @@ def _exit_with_parent(address: str) -> None:
     threading.Thread(target=watch, name="litserve-parent-watch", daemon=True).start()
 
 
-class RunTime:
-    """The mean time a ``def predict`` worker takes per batch (exponentially weighted), which each
-    heartbeat reports: the app prefetches to this worker only while its work is fast."""
-
-    WEIGHT = 0.1  # of the newest batch: about the last 10-20 batches count
-
-    def __init__(self) -> None:
-        self.mean: float | None = None
-
-    def add(self, seconds: float) -> None:
-        mean = self.mean
-        self.mean = seconds if mean is None else mean + self.WEIGHT * (seconds - mean)
-
-
-def _start_heartbeat(address: str, identity: bytes, interval: float, timing: RunTime) -> None:
+def _start_heartbeat(address: str, identity: bytes, interval: float) -> None:
     """Send HEARTBEAT every ``interval`` seconds from a thread with its own socket and context.
 
     Its own socket because a ZeroMQ socket belongs to one thread; its own context because the main
     thread's ``ctx.term()`` would wait for this socket forever. A worker that is stopped (SIGSTOP) or
     whose main thread holds the GIL in a call that never returns goes quiet, and the app replaces it.
-    Each heartbeat carries the worker's mean run time per batch, in microseconds (capped at 65535).
     """
 
     def beat() -> None:
@@ -164,10 +146,9 @@ def _start_heartbeat(address: str, identity: bytes, interval: float, timing: Run
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(address)
         never = threading.Event()
+        frames = P.encode(P.HEARTBEAT)
         while True:
-            mean = timing.mean
-            items: list[P.Reply] = [] if mean is None else [(0, min(65535, int(mean * 1e6)), b"")]
-            sock.send_multipart(P.encode(P.HEARTBEAT, items))
+            wire.send(sock, frames)
             never.wait(interval)  # the pacing of the heartbeat, not a synchronisation
 
     threading.Thread(target=beat, name="litserve-heartbeat", daemon=True).start()
@@ -180,111 +161,87 @@ def _select_device(device: str) -> None:
         torch.cuda.set_device(int(device.split(":", 1)[1]))
 
 
-class SyncRunner:
+class SyncRunner(Inbox):
     """The blocking loop for ``def predict``: runs what it holds in the order it arrived.
 
-    The app sends it what it can start (see core/scheduler.py), plus at most a prefetched batch
-    behind it, which a REVOKE takes back if it has not started. Replies finished close together leave
-    in one message (flushed when no more work is waiting, or after ``COALESCE_SECONDS``).
+    The app sends it what it can start (see core/scheduler.py), plus, while the work is fast,
+    prefetched batches behind it, which a REVOKE takes back if they have not started. Replies
+    finished close together leave in one message (flushed when no more work is waiting, or after
+    ``COALESCE_SECONDS``).
     """
 
     COALESCE_SECONDS = 0.001
 
-    def __init__(self, api: LitAPI, sock: zmq.Socket, timing: RunTime | None = None) -> None:
+    def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
+        super().__init__(sock)
         self.pipeline = Pipeline(api, self._emit)
-        self.sock = sock
-        self.timing = timing if timing is not None else RunTime()
         self.pending: deque[list[P.Item]] = deque()
-        self.known: set[int] = set()  # received, no terminal reply sent yet
-        self.cancelled: set[int] = set()
-        self.stopping = False
         self.outbox: list[P.Reply] = []
         self.outbox_since = 0.0
 
     def run(self) -> None:
-        sock = self.sock
-        while not (self.stopping and not self.pending):
-            if not self.pending:
+        pending = self.pending
+        while not (self.stopping and not pending):
+            if not pending:
                 self._flush()
-                self._handle(sock.recv_multipart())
-            self._drain()
-            if self.pending:
-                started = time.perf_counter()
-                self._run(self.pending.popleft())
-                self.timing.add(time.perf_counter() - started)
-                if not self.pending or time.perf_counter() - self.outbox_since > self.COALESCE_SECONDS:
+                self.wait()
+            self.drain()
+            if pending:
+                self._run(pending.popleft())
+                if not pending or time.perf_counter() - self.outbox_since > self.COALESCE_SECONDS:
                     self._flush()
         self._flush()
 
-    def _drain(self) -> None:
-        sock = self.sock
-        while sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
-            self._handle(sock.recv_multipart())
+    def accept(self, items: list[P.Item]) -> None:
+        self.pending.extend(P.split_batches(items))
 
-    def _handle(self, frames: list[bytes]) -> None:
-        try:
-            kind, items = P.decode(frames)
-        except P.ProtocolError as exc:
-            logger.warning("dropped a malformed frame from the app: %s", exc)
-            return
-        if kind == P.REQUEST:
-            self.pending.extend(P.split_batches(items))
-            self.known.update(it.rid for it in items)
-        elif kind == P.CANCEL:
-            self.cancelled.update(it.rid for it in items if it.rid in self.known)
-        elif kind == P.REVOKE:
-            self._revoke({it.rid for it in items})
-        elif kind == P.STOP:
-            self.stopping = True
-
-    def _revoke(self, rids: set[int]) -> None:
+    def revoke(self, rids: set[int]) -> None:
         """Give back the pending batches named in ``rids`` (a batch that started is not pending)."""
         back = [batch for batch in self.pending if batch[0].rid in rids]
         if not back:
             return
         for batch in back:
             self.pending.remove(batch)
-        given: list[P.Reply] = [(it.rid, 0, b"") for batch in back for it in batch]
-        self._send(P.REVOKED, given)
+        self.send(P.REVOKED, [(it.rid, 0, b"") for batch in back for it in batch])
+
+    def send(self, kind: int, replies: list[P.Reply]) -> None:
+        self._flush()  # what finished earlier leaves first
+        super().send(kind, replies)
 
     def _reply(self, replies: list[P.Reply]) -> None:
         """Queue terminal RESULT replies; they leave at the next flush."""
         if not self.outbox:
             self.outbox_since = time.perf_counter()
+        known, cancelled = self.known, self.cancelled
         for reply in replies:
-            self.known.discard(reply[0])
-            self.cancelled.discard(reply[0])
+            known.discard(reply[0])
+            cancelled.discard(reply[0])
         self.outbox.extend(replies)
 
     def _flush(self) -> None:
         if self.outbox:
-            self.sock.send_multipart(P.encode(P.RESULT, self.outbox))
+            wire.send(self.sock, P.encode(P.RESULT, self.outbox))
             self.outbox = []
-
-    def _send(self, kind: int, replies: list[P.Reply]) -> None:
-        self._flush()
-        for reply in replies if kind != P.CHUNK else ():
-            self.known.discard(reply[0])
-            self.cancelled.discard(reply[0])
-        self.sock.send_multipart(P.encode(kind, replies))
 
     def _run(self, items: list[P.Item]) -> None:
         replies: list[P.Reply] = []
-        live = []
-        for it in items:
-            if it.rid in self.cancelled:
-                replies.append((it.rid, CANCELLED, b""))
-            else:
-                live.append(it)
+        live = items
+        if self.cancelled:
+            live = []
+            for it in items:
+                if it.rid in self.cancelled:
+                    replies.append((it.rid, CANCELLED, b""))
+                else:
+                    live.append(it)
         if live:
             pipeline = self.pipeline
             if pipeline.api.stream:
                 self._reply(replies)
                 replies = []
                 if pipeline.batched:  # one generator for the batch, one chunk per request per step
-                    self._send(P.END, run_sync(pipeline.stream_batch(live, self._emit)))
+                    self.send(P.END, run_sync(pipeline.stream_batch(live, self._emit)))
                 else:
-                    self._send(P.END, [run_sync(pipeline.stream(live[0], self._emit))])
+                    self.send(P.END, [run_sync(pipeline.stream(live[0], self._emit))])
             elif pipeline.batched:
                 replies.extend(run_sync(pipeline.unary(live)))
             else:  # one request per predict call, even if a message grouped several
@@ -295,8 +252,8 @@ class SyncRunner:
 
     def _emit(self, rid: int, payload: bytes, status: int = 200, tag: bytes = b"") -> bool:
         """Send one stream chunk; True if the request was cancelled meanwhile (the stream stops)."""
-        self._send(P.CHUNK, [(rid, status, payload, tag)])
-        self._drain()
+        self.send(P.CHUNK, [(rid, status, payload, tag)])
+        self.drain()
         return rid in self.cancelled
 
 

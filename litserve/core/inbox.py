@@ -1,0 +1,72 @@
+"""A blocking worker loop's side of the socket: the app's messages in, replies out, what is live.
+
+Both blocking loops (``SyncRunner`` for ``def predict``, ``StepRunner`` for continuous batching) read
+the same messages and keep the same account: every request received (``known``) gets exactly one
+terminal reply, a CANCEL only marks requests still known, STOP ends the loop once its work is done.
+What differs is what they do with a REQUEST (``accept``) and a REVOKE (``revoke``).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+
+import zmq
+
+from . import protocol as P
+from . import wire
+
+logger = logging.getLogger("litserve.worker")
+
+_ENDS = P.TERMINAL | {P.REVOKED}  # replies after which the app no longer counts a request as ours
+
+
+class Inbox(ABC):
+    """Reads and dispatches the app's messages for one blocking loop; sends its replies."""
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.known: set[int] = set()  # received, no terminal reply sent yet
+        self.cancelled: set[int] = set()
+        self.stopping = False
+
+    @abstractmethod
+    def accept(self, items: list[P.Item]) -> None:
+        """Take the requests of a REQUEST message (each loop queues them its own way)."""
+
+    def revoke(self, rids: set[int]) -> None:  # noqa: B027 - a loop without prefetch has nothing to give back
+        """Give back what the app takes back, if it has not started it."""
+
+    def wait(self) -> None:
+        """Block until the app sends something, then handle it."""
+        self._handle(wire.recv(self.sock))
+
+    def drain(self) -> None:
+        """Handle every message already waiting, without blocking."""
+        sock = self.sock
+        while wire.readable(sock):
+            self._handle(wire.recv(sock, wire.NOBLOCK))
+
+    def send(self, kind: int, replies: list[P.Reply]) -> None:
+        if kind in _ENDS:
+            known, cancelled = self.known, self.cancelled
+            for reply in replies:
+                known.discard(reply[0])
+                cancelled.discard(reply[0])
+        wire.send(self.sock, P.encode(kind, replies))
+
+    def _handle(self, frames: list[bytes]) -> None:
+        try:
+            kind, items = P.decode(frames)
+        except P.ProtocolError as exc:
+            logger.warning("dropped a malformed frame from the app: %s", exc)
+            return
+        if kind == P.REQUEST:
+            self.known.update(it.rid for it in items)
+            self.accept(items)
+        elif kind == P.CANCEL:
+            self.cancelled.update(it.rid for it in items if it.rid in self.known)
+        elif kind == P.REVOKE:
+            self.revoke({it.rid for it in items})
+        elif kind == P.STOP:
+            self.stopping = True
