@@ -351,7 +351,7 @@ async def _send_stream(guard: RequestGuard, send: Send, request_id: bytes, sse: 
                     await _start_stream(send, request_id, sse)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             elif not started:
-                await _send_raw_error(send, status, payload, request_id, user_headers(tag))
+                await send_raw_error(send, status, payload, request_id, user_headers(tag))
             else:
                 await send({"type": "http.response.body", "body": _error_record(payload, sse), "more_body": False})
     except RequestError as exc:
@@ -449,10 +449,10 @@ def raw_response_headers(tag: bytes) -> list[tuple[bytes, bytes]]:
 
 async def _send_error(send: Send, exc: RequestError, request_id: bytes) -> None:
     extra = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
-    await _send_raw_error(send, exc.status, exc.body(), request_id, extra)
+    await send_raw_error(send, exc.status, exc.body(), request_id, extra)
 
 
-async def _send_raw_error(
+async def send_raw_error(
     send: Send, status: int, body: bytes, request_id: bytes, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     if not body:
