@@ -76,11 +76,18 @@ def two_workers():
         yield app, client
 
 
-def test_short_requests_never_wait_behind_a_long_one_while_another_worker_is_free(two_workers, tmp_path):
+@pytest.mark.parametrize("prefetch", ["measured", "always"])
+def test_short_requests_never_wait_behind_a_long_one_while_another_worker_is_free(two_workers, tmp_path, prefetch):
     """Issue 8's head-of-line case: one long request, then ten short ones; all ten are served by the
-    other worker while the long one still runs (no short request is parked behind it)."""
+    other worker while the long one still runs (no short request is parked behind it). With
+    prefetch forced on, short requests are sent ahead to the busy worker too: its reading thread
+    gives them back (REVOKE) while its predict still runs, and the free worker serves them."""
     app, client = two_workers
     pids = ready_pids(client, 2)
+    scheduler = app.pool.scheduler
+    below = scheduler.prefetch_below
+    if prefetch == "always":
+        scheduler.prefetch_below = None
     long = Blocked(client, tmp_path / "gate")
     try:
         busy = started_pid(long.gate)
@@ -90,6 +97,7 @@ def test_short_requests_never_wait_behind_a_long_one_while_another_worker_is_fre
         assert [r.json()["value"] for r in shorts] == list(range(10))
         assert {r.json()["pid"] for r in shorts} == pids - {busy}
     finally:
+        scheduler.prefetch_below = below
         assert long.release().status_code == 200
 
 

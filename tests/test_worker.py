@@ -1,5 +1,5 @@
 """The blocking worker loop (SyncRunner) in a thread of the test process, over inproc:// with a
-ROUTER (the app's side) and a DEALER (the worker's side). No process is spawned."""
+ROUTER (the app's side) and the worker's two DEALERs (messages in, replies out). No process is spawned."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 from apis_core import RecordingAPI
+from support.poll import wait_for
 
 from litserve.core import protocol as P
 from litserve.core.worker import CANCELLED, SyncRunner
@@ -36,9 +37,13 @@ class Loop:
         assert self.router.poll(5000), "no READY from the dealer"
         identity, *frames = self.router.recv_multipart()
         assert identity == b"w0" and P.decode(frames)[0] == P.READY
+        self.out = ctx.socket(zmq.DEALER)  # the main thread's reply socket
+        self.out.setsockopt(zmq.LINGER, 0)
+        self.out.setsockopt(zmq.IDENTITY, b"w0" + P.REPLY_SUFFIX)
+        self.out.connect(addr)
         self.api = RecordingAPI()
         self.api.setup("cpu")
-        self.runner = SyncRunner(self.api, self.dealer)
+        self.runner = SyncRunner(self.api, self.dealer, self.out)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="sync-runner", daemon=True)
         self.thread.start()
@@ -68,7 +73,7 @@ class Loop:
         while len(got) < n:
             assert self.router.poll(int(timeout * 1000)), f"only {len(got)} of {n} replies arrived: {got}"
             identity, *frames = self.router.recv_multipart()
-            assert identity == b"w0"
+            assert identity in (b"w0", b"w0" + P.REPLY_SUFFIX)
             kind, items = P.decode(frames)
             assert kind in P.TERMINAL, f"unexpected {chr(kind)!r} message"
             for it in items:
@@ -92,8 +97,8 @@ def loop() -> Iterator[Loop]:
             lp.stop()
             lp.thread.join(10)
         alive = lp.thread.is_alive()
-        if not alive:
-            lp.dealer.close()
+        if not alive:  # as the worker process does: the reading thread closes its socket on ETERM
+            lp.out.close()
             lp.router.close()
             ctx.term()
         assert not alive, "the worker loop did not stop"
@@ -212,20 +217,33 @@ def _next_message(loop: Loop, timeout: float = 5.0) -> tuple[int, list[P.Item]]:
     return P.decode(frames)
 
 
-def test_revoke_gives_back_a_held_request_that_has_not_started(loop):
+def test_revoke_gives_back_a_held_request_while_predict_still_runs(loop):
     loop.request(1, {"op": "block"})
     assert loop.api.entered.wait(5)
     loop.request(2, {"value": "held"})
     loop.send(*P.encode(P.REVOKE, [(2, 0, b"")]))
-    loop.api.release.set()
-    # The loop reads messages between requests: 1 finishes, then the REVOKE is read before 2 starts.
-    kind, items = _next_message(loop)
-    assert kind == P.RESULT and [(it.rid, it.status) for it in items] == [(1, 200)]
+    # Request 1 is still inside predict (blocked): the reading thread gives 2 back anyway, at once,
+    # so the app can run it on another worker instead of waiting for this one.
     kind, items = _next_message(loop)
     assert kind == P.REVOKED and [it.rid for it in items] == [2]
+    assert not loop.api.release.is_set()
+    loop.api.release.set()
+    kind, items = _next_message(loop)
+    assert kind == P.RESULT and [(it.rid, it.status) for it in items] == [(1, 200)]
     assert [c.get("value") for c in loop.api.calls] == [None]  # the given-back request never ran here
     assert loop.nothing_more()
     assert not loop.runner.known
+
+
+def test_cancel_is_seen_while_predict_runs(loop):
+    loop.request(1, {"op": "block"})
+    assert loop.api.entered.wait(5)
+    loop.request(2, {"value": 2})
+    loop.cancel(2)
+    wait_for(lambda: 2 in loop.runner.cancelled, timeout=5)  # marked by the reading thread while 1 runs
+    loop.api.release.set()
+    got = loop.replies(2)
+    assert got[2] == (P.RESULT, CANCELLED, b"") and [c.get("value") for c in loop.api.calls] == [None]
 
 
 def test_revoke_of_a_request_that_started_is_ignored(loop):

@@ -60,6 +60,7 @@ TERMINAL: Final = frozenset({RESULT, END})
 
 SOCKET_DIR_PREFIX: Final = "litserve-"  # the app's private (0700) directory for its ipc:// socket
 HEARTBEAT_SUFFIX: Final = b"/hb"  # identity of a worker's heartbeat socket: its own identity + this
+REPLY_SUFFIX: Final = b"/out"  # identity of a ``def predict`` worker's reply socket (its main thread's)
 
 _ITEM = struct.Struct("!QH")
 ITEM_SIZE: Final = _ITEM.size

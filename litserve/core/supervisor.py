@@ -156,6 +156,7 @@ class Supervisor:
         self.workers[slot] = handle
         self._by_identity[identity] = handle
         self._by_identity[identity + P.HEARTBEAT_SUFFIX] = handle
+        self._by_identity[identity + P.REPLY_SUFFIX] = handle
         loop = asyncio.get_running_loop()
         loop.add_reader(process.sentinel, self._exited, handle)
         self._timers[slot] = loop.call_later(self.startup_timeout, self._ready_overdue, handle)
@@ -226,6 +227,7 @@ class Supervisor:
         handle.state = DEAD
         self._by_identity.pop(handle.identity, None)
         self._by_identity.pop(handle.identity + P.HEARTBEAT_SUFFIX, None)
+        self._by_identity.pop(handle.identity + P.REPLY_SUFFIX, None)
         timer = self._timers.pop(handle.slot, None)
         if timer:
             timer.cancel()

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import shutil
 import signal
 import sys
@@ -71,7 +72,17 @@ def main(spec: WorkerSpec) -> None:
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.connect(spec.address)
     api = spec.api
-    hooks.install_log_sink(api, lambda frames: wire.send(sock, frames))
+    # A ``def predict`` worker reads the app's messages on a thread of its own (see SyncRunner) and
+    # sends its replies from the main thread on a second socket: a ZeroMQ socket belongs to one thread.
+    out = None
+    if not (stepwise(api) or api.is_async):
+        out = ctx.socket(zmq.DEALER)
+        out.setsockopt(zmq.IDENTITY, spec.identity + P.REPLY_SUFFIX)
+        out.setsockopt(zmq.LINGER, 1000)
+        out.setsockopt(zmq.SNDHWM, 0)
+        out.connect(spec.address)
+    replies = out if out is not None else sock
+    hooks.install_log_sink(api, lambda frames: wire.send(replies, frames))
     callbacks = hooks.callback_runner(api)
     try:
         _select_device(spec.device)
@@ -89,6 +100,8 @@ def main(spec: WorkerSpec) -> None:
         detail = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=20)}
         wire.send(sock, P.encode(P.FAILED, [(0, 0, json.dumps(detail).encode())]))
         sock.close(linger=2000)
+        if out is not None:
+            out.close(linger=0)
         ctx.term()
         sys.exit(1)
     if stepwise(api):  # continuous batching: holds up to max_batch_size streams, all generating
@@ -98,13 +111,18 @@ def main(spec: WorkerSpec) -> None:
     facts = {"pid": os.getpid(), "device": spec.device}
     wire.send(sock, P.encode(P.READY, [(0, capacity, json.dumps(facts).encode())]))
     _start_heartbeat(spec.address, spec.identity + P.HEARTBEAT_SUFFIX, spec.heartbeat_interval or 1.0)
+    if out is not None:
+        try:
+            SyncRunner(api, sock, out).run()
+        finally:
+            out.close(linger=1000)
+            ctx.term()  # the reading thread's receive ends (ETERM), and it closes its socket
+        return
     try:
         if stepwise(api):
             StepRunner(api, sock).run()
-        elif api.is_async:
-            asyncio.run(AsyncRunner(api, sock).run())
         else:
-            SyncRunner(api, sock).run()
+            asyncio.run(AsyncRunner(api, sock).run())
     finally:
         sock.close(linger=1000)
         ctx.term()
@@ -165,62 +183,101 @@ class SyncRunner(Inbox):
     """The blocking loop for ``def predict``: runs what it holds in the order it arrived.
 
     The app sends it what it can start (see core/scheduler.py), plus, while the work is fast,
-    prefetched batches behind it, which a REVOKE takes back if they have not started. Replies
-    finished close together leave in one message (flushed when no more work is waiting, or after
+    prefetched batches behind it. Those must stay movable: if another worker goes idle, the app takes
+    them back (REVOKE), and the answer cannot wait for a ``predict`` that may run for minutes. So the
+    app's messages are read by a thread of their own (``_read``), which queues requests, marks
+    cancellations and gives back revoked batches at once, while the main thread runs ``predict`` and
+    sends replies on its own socket. Which thread gets a batch first (to start it, or to give it
+    back) is decided under one lock, so no request both runs and goes back. Replies finished close
+    together leave in one message (flushed when no more work is waiting, or after
     ``COALESCE_SECONDS``).
     """
 
     COALESCE_SECONDS = 0.001
 
-    def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
-        super().__init__(sock)
+    def __init__(self, api: LitAPI, sock: zmq.Socket, out: zmq.Socket) -> None:
+        super().__init__(sock)  # read, and REVOKED sent, by the reading thread only
+        self.out = out  # replies, sent by the main thread only
         self.pipeline = Pipeline(api, self._emit)
         self.pending: deque[list[P.Item]] = deque()
+        self.lock = threading.Lock()  # guards ``pending`` between the two threads
+        self.wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token per message that may add work
         self.outbox: list[P.Reply] = []
         self.outbox_since = 0.0
 
     def run(self) -> None:
-        pending = self.pending
-        while not (self.stopping and not pending):
-            if not pending:
+        threading.Thread(target=self._read, name="litserve-inbox", daemon=True).start()
+        pending, lock = self.pending, self.lock
+        while True:
+            with lock:
+                batch = pending.popleft() if pending else None
+            if batch is None:
+                if self.stopping:
+                    break
                 self._flush()
-                self.wait()
-            self.drain()
-            if pending:
-                self._run(pending.popleft())
-                if not pending or time.perf_counter() - self.outbox_since > self.COALESCE_SECONDS:
-                    self._flush()
+                self.wake.get()  # blocks (without the GIL) until the reading thread has news
+                continue
+            self._run(batch)
+            if not pending or time.perf_counter() - self.outbox_since > self.COALESCE_SECONDS:
+                self._flush()
         self._flush()
 
+    # -- the reading thread ----------------------------------------------------------------------------
+    def _read(self) -> None:
+        while True:
+            try:
+                self.wait()
+            except zmq.ZMQError:  # the context was terminated: the worker is exiting
+                break
+            except Exception:  # one bad message must not stop the worker from hearing the next
+                logger.exception("a message from the app could not be handled")
+        self.sock.close(linger=1000)
+        self.wake.put(None)
+
     def accept(self, items: list[P.Item]) -> None:
-        self.pending.extend(P.split_batches(items))
+        batches = P.split_batches(items)
+        with self.lock:
+            self.pending.extend(batches)
+        self.wake.put(None)
 
     def revoke(self, rids: set[int]) -> None:
         """Give back the pending batches named in ``rids`` (a batch that started is not pending)."""
-        back = [batch for batch in self.pending if batch[0].rid in rids]
-        if not back:
-            return
-        for batch in back:
-            self.pending.remove(batch)
-        self.send(P.REVOKED, [(it.rid, 0, b"") for batch in back for it in batch])
+        with self.lock:
+            back = [batch for batch in self.pending if batch[0].rid in rids]
+            for batch in back:
+                self.pending.remove(batch)
+        if back:
+            self.send(P.REVOKED, [(it.rid, 0, b"") for batch in back for it in batch])
 
-    def send(self, kind: int, replies: list[P.Reply]) -> None:
-        self._flush()  # what finished earlier leaves first
-        super().send(kind, replies)
+    def _handle(self, frames: list[bytes]) -> None:
+        super()._handle(frames)
+        if self.stopping:
+            self.wake.put(None)
+
+    # -- the main thread -------------------------------------------------------------------------------
+    def _send_out(self, kind: int, replies: list[P.Reply]) -> None:
+        """Send from the main thread: what finished earlier leaves first."""
+        self._flush()
+        if kind != P.CHUNK:
+            self._forget(replies)
+        wire.send(self.out, P.encode(kind, replies))
 
     def _reply(self, replies: list[P.Reply]) -> None:
         """Queue terminal RESULT replies; they leave at the next flush."""
         if not self.outbox:
             self.outbox_since = time.perf_counter()
+        self._forget(replies)
+        self.outbox.extend(replies)
+
+    def _forget(self, replies: list[P.Reply]) -> None:
         known, cancelled = self.known, self.cancelled
         for reply in replies:
             known.discard(reply[0])
             cancelled.discard(reply[0])
-        self.outbox.extend(replies)
 
     def _flush(self) -> None:
         if self.outbox:
-            wire.send(self.sock, P.encode(P.RESULT, self.outbox))
+            wire.send(self.out, P.encode(P.RESULT, self.outbox))
             self.outbox = []
 
     def _run(self, items: list[P.Item]) -> None:
@@ -239,9 +296,9 @@ class SyncRunner(Inbox):
                 self._reply(replies)
                 replies = []
                 if pipeline.batched:  # one generator for the batch, one chunk per request per step
-                    self.send(P.END, run_sync(pipeline.stream_batch(live, self._emit)))
+                    self._send_out(P.END, run_sync(pipeline.stream_batch(live, self._emit)))
                 else:
-                    self.send(P.END, [run_sync(pipeline.stream(live[0], self._emit))])
+                    self._send_out(P.END, [run_sync(pipeline.stream(live[0], self._emit))])
             elif pipeline.batched:
                 replies.extend(run_sync(pipeline.unary(live)))
             else:  # one request per predict call, even if a message grouped several
@@ -252,8 +309,7 @@ class SyncRunner(Inbox):
 
     def _emit(self, rid: int, payload: bytes, status: int = 200, tag: bytes = b"") -> bool:
         """Send one stream chunk; True if the request was cancelled meanwhile (the stream stops)."""
-        self.send(P.CHUNK, [(rid, status, payload, tag)])
-        self.drain()
+        self._send_out(P.CHUNK, [(rid, status, payload, tag)])
         return rid in self.cancelled
 
 
