@@ -119,10 +119,15 @@ def test_a_full_queue_answers_503_with_retry_after_at_once_counting_every_reques
             assert [r.status_code for r in refused] == [503] * 5
             assert all(int(r.headers["retry-after"]) >= 1 and "queue is full" in r.json()["detail"] for r in refused)
             assert app.pool.scheduler.waiting == 2 and app.pool.scheduler.in_flight == 1
+            ready = client.get("/ready")  # the probe says what a request would get: no room now
+            assert ready.status_code == 503 and "queue is full" in ready.json()["reason"]
+            assert int(ready.headers["retry-after"]) >= 1
             for g in gates:
                 g.touch()
             done = [f.result(timeout=20) for f in futures]
         assert sorted(r.status_code for r in done) == [200] * 3 + [503] * 5
+        ready = client.get("/ready").json()
+        assert ready["status"] == "ready" and (ready["capacity"], ready["free"], ready["waiting"]) == (1, 1, 0)
 
 
 @pytest.mark.slow

@@ -278,7 +278,22 @@ class LitApp(Starlette):
                 return JSONResponse({"status": "not ready", "reason": reason + where}, status_code=503)
             if pool.ready_workers == 0:
                 return JSONResponse({"status": "not ready", "reason": "no worker is ready" + where}, status_code=503)
-        return JSONResponse({"status": "ready", "workers_ready": sum(pool.ready_workers for pool in self.pools)})
+            scheduler = pool.scheduler
+            if scheduler.waiting >= scheduler.max_queue_size:  # a request sent now would get 503
+                reason = f"the queue is full ({scheduler.waiting} requests waiting for a worker){where}"
+                return JSONResponse(
+                    {"status": "not ready", "reason": reason}, status_code=503, headers={"Retry-After": "1"}
+                )
+        pools = self.pools
+        return JSONResponse(
+            {
+                "status": "ready",
+                "workers_ready": sum(pool.ready_workers for pool in pools),
+                "capacity": sum(pool.capacity for pool in pools),  # requests the ready workers run at once
+                "free": sum(pool.free_slots for pool in pools),  # batches they could start right now
+                "waiting": sum(pool.scheduler.waiting for pool in pools),  # accepted, not started
+            }
+        )
 
     async def _info_route(self, request: Request) -> Response:
         given = request.headers.get("x-api-key")
