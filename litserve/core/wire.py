@@ -2,11 +2,12 @@
 
 pyzmq's ``send_multipart``/``recv_multipart`` wrap each frame in Python-level checks and combine
 flags through ``enum.IntFlag`` (``SNDMORE | flags``), and ``getsockopt(EVENTS)`` converts its result
-into an enum: about ten enum operations per message, measured at 10-13 µs per send and receive pair
-(benchmarks/README.md). At one connection every request pays that twice in the app and twice in
-its worker. These functions call the socket's compiled methods directly with plain-int flags; the
-bytes on the wire are the same. (The compiled ``get`` still builds one enum per call, so ``readable``
-is asked only where edge-triggered reading needs it, and ``recv`` reads ``Frame.more`` instead.)
+into an enum: about ten enum operations per message, twice the cost of these functions per send
+and receive pair (``benchmarks/zmq_calls.py``). At one connection every request pays that twice in
+the app and twice in its worker. These functions call the socket's compiled methods directly with
+plain-int flags; the bytes on the wire are the same. (The compiled ``get`` still builds one enum per
+call, so ``readable`` is asked only where edge-triggered reading needs it, and ``recv`` reads
+``Frame.more`` instead.)
 """
 
 from __future__ import annotations
