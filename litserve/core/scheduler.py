@@ -235,35 +235,17 @@ class Scheduler:
 
     def complete(self, rid: int, worker: str, now: float = 0.0) -> bool:
         """A terminal reply arrived for ``rid`` from ``worker``; False if that worker does not hold it."""
-        job = self._dispatched.get(rid)
-        if job is None or job.batch is None or job.batch.worker != worker:
+        job = self._detach(rid, worker, now, ran=True)
+        if job is None:
             return False
-        del self._dispatched[rid]
-        batch = job.batch
-        job.batch = None
         job.state = DROPPED
-        if batch.held:  # answered while we still counted it as waiting (a cancel, or a reply we read late)
-            batch.held -= 1
-            self._held -= 1
-        batch.open -= 1
-        if batch.open == 0:
-            self._release(batch, now)
         return True
 
     def revoked(self, rid: int, worker: str, now: float = 0.0) -> bool:
         """``worker`` gave ``rid`` back unstarted (REVOKED): it returns to the front of the queue."""
-        job = self._dispatched.get(rid)
-        if job is None or job.batch is None or job.batch.worker != worker:
+        job = self._detach(rid, worker, now, ran=False)
+        if job is None:
             return False
-        del self._dispatched[rid]
-        batch = job.batch
-        job.batch = None
-        if batch.held:  # it counted as held; from now on it counts as queued
-            batch.held -= 1
-            self._held -= 1
-        batch.open -= 1
-        if batch.open == 0:
-            self._release(batch, now)
         self._requeue_front([job])
         return True
 
@@ -455,6 +437,24 @@ class Scheduler:
         if self.prefetch_below is None:
             return True
         return self.run_time is not None and self.run_time < self.prefetch_below
+
+    def _detach(self, rid: int, worker: str, now: float, *, ran: bool) -> Job | None:
+        """Take ``rid`` off ``worker`` (its reply came, or it came back unstarted); None if not held there."""
+        job = self._dispatched.get(rid)
+        if job is None or job.batch is None or job.batch.worker != worker:
+            return None
+        del self._dispatched[rid]
+        batch = job.batch
+        job.batch = None
+        if batch.held:  # it still counted as waiting (given back, or answered before we saw it start)
+            batch.held -= 1
+            self._held -= 1
+        if not ran:
+            batch.started_at = None  # a batch given back never ran: no run time to learn from it
+        batch.open -= 1
+        if batch.open == 0:
+            self._release(batch, now)
+        return job
 
     def _release(self, batch: Batch, now: float) -> None:
         """Every job of ``batch`` has its reply (or came back): free its slot."""
