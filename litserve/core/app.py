@@ -195,11 +195,7 @@ class LitApp(Starlette):
         for result in results:  # every start has settled, so a failure is raised with nothing half-started
             if isinstance(result, BaseException):
                 raise result
-        # What was built up to here (modules, the app, its routes) lives as long as the process. Moved
-        # out of the collector's view, the oldest generation's collections, which otherwise walk all of
-        # it every few thousand requests and pause the loop for tens of milliseconds, walk only what
-        # serving allocates. Nothing is leaked: objects are still freed when unreferenced.
-        gc.freeze()
+        _freeze_startup_objects()
 
     async def stop(self) -> None:
         """Let in-flight requests finish, then stop every API's workers: all within ``shutdown_grace``
@@ -443,3 +439,22 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
         return path[len(root) :]
     return path
+
+
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """Move what exists once the first app started (modules, the app, its routes) out of the cyclic
+    collector's view, once per process.
+
+    Those objects live as long as the process; otherwise every full collection walks all of them,
+    every few thousand requests, pausing the loop for tens of milliseconds. Garbage is collected
+    first, so nothing dead is kept; frozen objects are still freed by reference counting. Once per
+    process, so a process that builds many apps (a test suite) freezes only the first one's.
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
