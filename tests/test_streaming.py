@@ -145,23 +145,29 @@ def in_flight(client: httpx.Client) -> int:
     return client.get("/info").json()["in_flight"]
 
 
-def test_client_disconnect_closes_the_generator_within_one_chunk(stream_server, tmp_path):
+def test_client_disconnect_closes_the_generator_at_the_next_chunk(stream_server, tmp_path):
     t, gate = tag(), tmp_path / "gate"
     with httpx.Client(base_url=str(stream_server.base_url), timeout=30) as own:
         with own.stream("POST", "/predict", json={"op": "gated", "gate": str(gate), "n": 10, "free": 1, "tag": t}) as r:
             assert json.loads(next(r.iter_lines())) == {"i": 0}
         # leaving the block closed the connection mid-stream
     wait_for(lambda: in_flight(stream_server) == 0)  # the app saw the disconnect and sent CANCEL
-    # The worker checks for a CANCEL right after sending each chunk. If the CANCEL is already there
-    # (a loaded machine can delay the worker that long), the generator closes before asking for
-    # chunk 1; otherwise the model is already waiting for chunk 1's gate and stops right after it.
-    seen = wait_for(lambda: [e for e in events(stream_server.log, t) if e in ({"waiting": 1}, {"closed": True})])
-    if seen[0] == {"closed": True}:
-        assert events(stream_server.log, t) == [{"chunk": 0}, {"closed": True}]
-    else:
-        (tmp_path / "gate.1").touch()  # let the model produce one more chunk: the worker must stop there
-        wait_for(lambda: {"closed": True} in events(stream_server.log, t))
-        assert events(stream_server.log, t) == [{"chunk": 0}, {"waiting": 1}, {"chunk": 1}, {"closed": True}]
+    # The worker's reading thread marks the request cancelled when the CANCEL arrives, and the worker
+    # checks that mark after sending each chunk, so the generator is closed at the first chunk
+    # boundary after the CANCEL arrived. The test cannot see that arrival, only that the app sent it;
+    # on a loaded machine it can land after the next chunk went out. So it releases the model one
+    # chunk at a time and checks that, once stopped, the generator went no further than the chunk
+    # it had made: every chunk made is followed by the close or by waiting for the next gate.
+    for i in range(1, 10):
+        seen = wait_for(
+            lambda i=i: [e for e in events(stream_server.log, t) if e in ({"waiting": i}, {"closed": True})]
+        )
+        if seen[0] == {"closed": True}:
+            break
+        (tmp_path / f"gate.{i}").touch()  # let the model make chunk i
+    made = [e for e in events(stream_server.log, t) if "chunk" in e]
+    assert events(stream_server.log, t)[-1] == {"closed": True}
+    assert len(made) <= 3, f"the generator ran on long after the client left: {made}"
     r = stream_server.post("/predict", json={"n": 2})  # the worker is free again
     assert r.status_code == 200 and r.text == '{"i":0}\n{"i":1}\n'
 
