@@ -12,7 +12,7 @@ import httpx
 import pytest
 from support.servers import Proc, serve_args
 
-from litserve.cli import dockerize
+from litserve.cli import dockerize, main
 from litserve.cli.serve import TargetError, load_app
 from litserve.core.app import LitApp
 
@@ -85,23 +85,35 @@ def test_a_module_with_two_apis_needs_the_attr_named(tmp_path):
     assert isinstance(load_app("two_apis.py:b", {}, app_dir=str(tmp_path)), LitApp)  # a file name works too
 
 
-@pytest.mark.slow
-def test_bad_targets_say_what_is_wrong(tmp_path):
+def in_process(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``litserve ARGS`` run by the function the command runs (no interpreter start): status, stderr."""
+    try:
+        status = main(list(args))
+    except SystemExit as exc:  # argparse's own errors
+        status = int(exc.code or 0)
+    return status, capsys.readouterr().err
+
+
+def test_bad_targets_say_what_is_wrong(tmp_path, monkeypatch, capsys):
     (tmp_path / "empty.py").write_text("x = 1\n")
-    out = litserve("serve", "empty", cwd=tmp_path)
+    out = litserve("serve", "empty", cwd=tmp_path)  # once as the real command: its exit status and stderr
     assert out.returncode == 2 and "defines no LitServer, app or LitAPI" in out.stderr
     assert "classes serve too" not in out.stderr
     (tmp_path / "classonly.py").write_text("import litserve as ls\n\n\nclass Square(ls.LitAPI):\n    pass\n")
-    out = litserve("serve", "classonly", cwd=tmp_path)
-    assert out.returncode == 2 and "its LitAPI classes serve too: classonly:Square" in out.stderr, out.stderr
-    out = litserve("serve", "nosuchmodule:api", cwd=tmp_path)
-    assert out.returncode == 2 and "no module named 'nosuchmodule'" in out.stderr
-    out = litserve("serve", "empty:api", cwd=tmp_path)
-    assert out.returncode == 2 and "has no attribute 'api'" in out.stderr
-    out = litserve("serve", "empty:x", cwd=tmp_path)
-    assert out.returncode == 2 and "is a int" in out.stderr
-    out = litserve("serve", "apis_deploy:api", "--timeout", "-1", cwd=HERE)
-    assert out.returncode == 2 and "timeout" in out.stderr
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the command puts --app-dir on it
+    for name in ("empty", "classonly", "nosuchmodule"):
+        monkeypatch.delitem(sys.modules, name, raising=False)  # and imports these: forgotten after the test
+    here = ("--app-dir", str(tmp_path))
+    status, err = in_process("serve", "classonly", *here, capsys=capsys)
+    assert status == 2 and "its LitAPI classes serve too: classonly:Square" in err, err
+    status, err = in_process("serve", "nosuchmodule:api", *here, capsys=capsys)
+    assert status == 2 and "no module named 'nosuchmodule'" in err
+    status, err = in_process("serve", "empty:api", *here, capsys=capsys)
+    assert status == 2 and "has no attribute 'api'" in err
+    status, err = in_process("serve", "empty:x", *here, capsys=capsys)
+    assert status == 2 and "is a int" in err
+    status, err = in_process("serve", "apis_deploy:api", "--timeout", "-1", "--app-dir", str(HERE), capsys=capsys)
+    assert status == 2 and "timeout" in err
 
 
 @pytest.mark.slow
