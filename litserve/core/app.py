@@ -274,12 +274,9 @@ class LitApp(Starlette):
                 return JSONResponse({"status": "not ready", "reason": reason + where}, status_code=503)
             if pool.ready_workers == 0:
                 return JSONResponse({"status": "not ready", "reason": "no worker is ready" + where}, status_code=503)
-            scheduler = pool.scheduler
-            if scheduler.waiting >= scheduler.max_queue_size:  # a request sent now would get 503
-                reason = f"the queue is full ({scheduler.waiting} requests waiting for a worker){where}"
-                return JSONResponse(
-                    {"status": "not ready", "reason": reason}, status_code=503, headers={"Retry-After": "1"}
-                )
+        # A full queue keeps readiness: a busy replica answers 503 + Retry-After per request, and
+        # leaving the rotation would only push its load onto the others (docs/scale-out.md). The body
+        # says how busy it is.
         pools = self.pools
         return JSONResponse(
             {

@@ -314,39 +314,65 @@ class SyncRunner(Inbox):
 
 
 class AsyncRunner:
-    """The asyncio loop for ``async def predict``: up to ``max_concurrency`` requests at once."""
+    """The asyncio loop for ``async def predict``: up to ``max_concurrency`` requests at once.
+
+    The socket is read the way the app reads its own (core/router.py): its file descriptor is
+    registered with the loop and every message waiting is handled in one callback, without a future
+    per message; each request runs in a task. Results finished in the same loop turn leave together
+    in one message; stream chunks leave at once.
+    """
 
     def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
-        import zmq.asyncio
-
         self.pipeline = Pipeline(api, self._emit)
-        self.sock = zmq.asyncio.Socket.from_socket(sock)
+        self.sock = sock
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.batches: dict[int, list[int]] = {}  # rid -> rids of its batch, to cancel only whole batches
         self.cancelled: set[int] = set()
+        self.outbox: list[P.Reply] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Future[None] | None = None
+        self._read_soon = False
 
     async def run(self) -> None:
-        while True:
-            frames = await self.sock.recv_multipart()
-            try:
-                kind, items = P.decode(frames)
-            except P.ProtocolError as exc:
-                logger.warning("dropped a malformed frame from the app: %s", exc)
-                continue
-            if kind == P.REQUEST:
-                for batch in P.split_batches(items):  # one message may carry several batches
-                    task = asyncio.create_task(self._run(batch))
-                    rids = [it.rid for it in batch]
-                    for rid in rids:
-                        self.tasks[rid] = task
-                        self.batches[rid] = rids
-            elif kind == P.CANCEL:
-                for it in items:
-                    self._cancel(it.rid)
-            elif kind == P.STOP:
-                if self.tasks:
-                    await asyncio.wait(set(self.tasks.values()))
-                return
+        self._loop = loop = asyncio.get_running_loop()
+        self._stop = loop.create_future()
+        fd = self.sock.FD
+        loop.add_reader(fd, self._on_readable)
+        self._on_readable()  # ZeroMQ's descriptor is edge-triggered: read what is already waiting
+        try:
+            await self._stop
+            while self.tasks:  # STOP: finish what runs (CANCELs are still read meanwhile)
+                await asyncio.wait(set(self.tasks.values()))
+            self._flush()
+        finally:
+            loop.remove_reader(fd)
+
+    def _on_readable(self) -> None:
+        self._read_soon = False
+        sock = self.sock
+        while wire.readable(sock):
+            self._handle(wire.recv(sock, wire.NOBLOCK))
+
+    def _handle(self, frames: list[bytes]) -> None:
+        try:
+            kind, items = P.decode(frames)
+        except P.ProtocolError as exc:
+            logger.warning("dropped a malformed frame from the app: %s", exc)
+            return
+        if kind == P.REQUEST:
+            for batch in P.split_batches(items):  # one message may carry several batches
+                task = asyncio.create_task(self._run(batch))
+                rids = [it.rid for it in batch]
+                for rid in rids:
+                    self.tasks[rid] = task
+                    self.batches[rid] = rids
+        elif kind == P.CANCEL:
+            for it in items:
+                self._cancel(it.rid)
+        elif kind == P.STOP:
+            assert self._stop is not None
+            if not self._stop.done():
+                self._stop.set_result(None)
 
     def _cancel(self, rid: int) -> None:
         task = self.tasks.get(rid)
@@ -356,28 +382,52 @@ class AsyncRunner:
         if all(r in self.cancelled for r in self.batches[rid]):
             task.cancel()
 
-    async def _send(self, kind: int, replies: list[P.Reply]) -> None:
-        await self.sock.send_multipart(P.encode(kind, replies))
+    def _send(self, kind: int, replies: list[P.Reply]) -> None:
+        self._flush()  # results finished earlier leave first
+        self._write(P.encode(kind, replies))
+
+    def _reply(self, replies: list[P.Reply]) -> None:
+        """Queue RESULT replies; they leave at the end of this loop turn, with any others."""
+        if not self.outbox:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+        self.outbox.extend(replies)
+
+    def _flush(self) -> None:
+        if self.outbox:
+            frames = P.encode(P.RESULT, self.outbox)
+            self.outbox = []
+            self._write(frames)
+
+    def _write(self, frames: list[bytes]) -> None:
+        wire.send(self.sock, frames, wire.NOBLOCK)  # never blocks: the socket's send queue is unbounded
+        if not self._read_soon and wire.readable(self.sock):
+            # Sending may have consumed the readable edge: read what is waiting on the next turn.
+            self._read_soon = True
+            assert self._loop is not None
+            self._loop.call_soon(self._on_readable)
 
     async def _run(self, items: list[P.Item]) -> None:
         rids = [it.rid for it in items]
         pipeline = self.pipeline
         try:
             if pipeline.api.stream and pipeline.batched:
-                await self._send(P.END, await run_async(pipeline.stream_batch(items, self._emit)))
+                self._send(P.END, await run_async(pipeline.stream_batch(items, self._emit)))
             elif pipeline.api.stream:
-                await self._send(P.END, [await run_async(pipeline.stream(items[0], self._emit))])
+                self._send(P.END, [await run_async(pipeline.stream(items[0], self._emit))])
             else:
-                await self._send(P.RESULT, await run_async(pipeline.unary(items)))
+                self._reply(await run_async(pipeline.unary(items)))
         except asyncio.CancelledError:
-            kind = P.END if pipeline.api.stream else P.RESULT
-            await self._send(kind, [(rid, CANCELLED, b"") for rid in rids])
+            if pipeline.api.stream:
+                self._send(P.END, [(rid, CANCELLED, b"") for rid in rids])
+            else:
+                self._reply([(rid, CANCELLED, b"") for rid in rids])
         finally:
             for rid in rids:
                 self.tasks.pop(rid, None)
                 self.batches.pop(rid, None)
                 self.cancelled.discard(rid)
 
-    async def _emit(self, rid: int, payload: bytes, status: int = 200, tag: bytes = b"") -> bool:
-        await self._send(P.CHUNK, [(rid, status, payload, tag)])
+    def _emit(self, rid: int, payload: bytes, status: int = 200, tag: bytes = b"") -> bool:
+        self._send(P.CHUNK, [(rid, status, payload, tag)])
         return False  # a CANCEL cancels this request's task instead
