@@ -1,9 +1,11 @@
 """litserve: write one ``LitAPI`` class, get a fast and safe HTTP inference API."""
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import test_examples
 from .api import LitAPI
 from .callbacks import Callback
 from .config import Settings
@@ -19,8 +21,11 @@ from .errors import (
 from .loggers import Logger
 from .server import LitServer
 from .specs.base import LitSpec
-from .specs.openai import OpenAISpec
-from .specs.openai_embedding import OpenAIEmbeddingSpec
+
+if TYPE_CHECKING:
+    from . import test_examples
+    from .specs.openai import OpenAISpec
+    from .specs.openai_embedding import OpenAIEmbeddingSpec
 
 __version__ = "0.1.0"
 
@@ -47,3 +52,21 @@ __all__ = (
     "resolve_devices",
     "test_examples",
 )
+
+# Loaded on first use: the OpenAI request/response models and the example APIs are a third of what
+# ``import litserve`` costs, and every worker process imports litserve again when it starts.
+_LAZY = {
+    "OpenAISpec": ("litserve.specs.openai", "OpenAISpec"),
+    "OpenAIEmbeddingSpec": ("litserve.specs.openai_embedding", "OpenAIEmbeddingSpec"),
+    "test_examples": ("litserve.test_examples", ""),
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'litserve' has no attribute {name!r}")
+    module = import_module(where[0])
+    value = getattr(module, where[1]) if where[1] else module
+    globals()[name] = value
+    return value
