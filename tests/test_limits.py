@@ -231,7 +231,7 @@ def test_health_ready_exempt_from_the_key_info_is_not_and_never_shows_it(limited
     with bare:
         assert bare.get("/health").status_code == 200 and bare.get("/health").text == "ok"
         r = bare.get("/ready")
-        assert r.status_code == 200 and r.json() == {"status": "ready", "workers_ready": 1}
+        assert r.status_code == 200 and r.json()["status"] == "ready" and r.json()["workers_ready"] == 1
         assert bare.post("/predict", json={"op": "echo"}).status_code == 401
         assert bare.get("/info").status_code == 401
         assert bare.get("/info", headers={"X-API-Key": KEY + "x"}).status_code == 401
