@@ -70,3 +70,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(module, where[1]) if where[1] else module
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

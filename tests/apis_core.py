@@ -31,9 +31,19 @@ class RecordingAPI(ls.LitAPI):
         self.calls = []
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.gates: dict[str, tuple[threading.Event, threading.Event]] = {}  # key -> (entered, release)
+
+    def gate(self, key: str) -> tuple[threading.Event, threading.Event]:
+        """``{"op": "hold", "key": key}`` sets the first event when it starts and waits for the second."""
+        return self.gates.setdefault(key, (threading.Event(), threading.Event()))
 
     def predict(self, x):
         self.calls.append(x)
+        if x.get("op") == "hold":
+            entered, release = self.gates[x["key"]]
+            entered.set()
+            if not release.wait(30):
+                raise TimeoutError("the test never released the held predict")
         if x.get("op") == "block":
             self.entered.set()
             if not self.release.wait(30):
@@ -52,3 +62,14 @@ class BatchedBehaviourAPI(BehaviourAPI):
 
     def predict(self, xs):
         return [BehaviourAPI.predict(self, x) for x in xs]
+
+
+class AsyncEchoAPI(ls.LitAPI):
+    """``async def predict`` that records its inputs and echoes ``value`` (for driving AsyncRunner)."""
+
+    def setup(self, device):
+        self.calls = []
+
+    async def predict(self, x):
+        self.calls.append(x)
+        return {"echo": x.get("value")}

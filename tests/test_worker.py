@@ -3,6 +3,7 @@ ROUTER (the app's side) and the worker's two DEALERs (messages in, replies out).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -11,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
-from apis_core import RecordingAPI
+from apis_core import AsyncEchoAPI, RecordingAPI
 from support.poll import wait_for
 
 from litserve.core import protocol as P
-from litserve.core.worker import CANCELLED, SyncRunner
+from litserve.core.worker import CANCELLED, AsyncRunner, SyncRunner
 
 _addresses = itertools.count()
 
@@ -137,6 +138,7 @@ def test_cancel_of_a_queued_item_is_answered_499_and_never_predicted(loop):
     loop.request(2, {"value": "cancelled"})
     loop.cancel(2)
     loop.request(3, {"value": "kept"})
+    wait_for(lambda: 2 in loop.runner.cancelled, timeout=5)  # read by the reading thread while 1 runs
     loop.api.release.set()
     got = loop.replies(3)
     assert got[1][:2] == (P.RESULT, 200)
@@ -253,3 +255,53 @@ def test_revoke_of_a_request_that_started_is_ignored(loop):
     loop.api.release.set()
     assert loop.replies(1)[1][:2] == (P.RESULT, 200)  # it ran to the end; no REVOKED for it
     assert loop.nothing_more()
+
+
+def test_a_finished_request_is_answered_while_the_next_one_runs(loop):
+    first, second = loop.api.gate("a"), loop.api.gate("b")
+    loop.request(1, {"op": "hold", "key": "a"})
+    assert first[0].wait(5)
+    loop.request(2, {"op": "hold", "key": "b"})  # sent ahead (prefetch) while 1 runs
+    wait_for(lambda: loop.runner.pending, timeout=5)
+    first[1].set()
+    assert second[0].wait(5)  # 2 is inside predict now
+    assert loop.replies(1)[1][:2] == (P.RESULT, 200)  # 1's answer did not wait for 2 to finish
+    second[1].set()
+    assert loop.replies(1)[2][:2] == (P.RESULT, 200)
+
+
+def test_async_request_cancelled_before_it_starts_still_gets_its_one_reply():
+    """A REQUEST and its CANCEL read in the same pass: the request's task is cancelled before its
+    first step; the runner answers it anyway (a 499 marker), so the app frees its slot."""
+    ctx = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    for sock in (router, dealer):
+        sock.setsockopt(zmq.LINGER, 0)
+    router.bind("inproc://litserve-test-async-cancel")
+    dealer.setsockopt(zmq.IDENTITY, b"w0")
+    dealer.connect("inproc://litserve-test-async-cancel")
+    dealer.send_multipart(P.encode(P.READY, [(0, 4, b"{}")]))
+    assert router.poll(5000)
+    router.recv_multipart()
+    api = AsyncEchoAPI(max_concurrency=4)
+    api.setup("cpu")
+    runner = AsyncRunner(api, dealer)
+    # Both are waiting before the loop reads anything, so its first pass reads them together.
+    router.send_multipart([b"w0", *P.encode(P.REQUEST, [(1, 0, b'{"value": 1}', b"req-1")])])
+    router.send_multipart([b"w0", *P.encode(P.CANCEL, [(1, 0, b"")])])
+    thread = threading.Thread(target=lambda: asyncio.run(runner.run()), daemon=True)
+    thread.start()
+    try:
+        assert router.poll(5000), "no reply for the cancelled request"
+        identity, *frames = router.recv_multipart()
+        kind, items = P.decode(frames)
+        assert (kind, [(it.rid, it.status) for it in items]) == (P.RESULT, [(1, CANCELLED)])
+        assert not runner.tasks and not runner.batches
+        assert api.calls == []  # it never ran
+    finally:
+        router.send_multipart([b"w0", *P.encode(P.STOP)])
+        thread.join(10)
+        assert not thread.is_alive()
+        router.close()
+        dealer.close()
+        ctx.term()

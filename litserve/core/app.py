@@ -72,6 +72,10 @@ class LitApp(Starlette):
         self._openapi = self._openapi_document()
         routes = [route for endpoint in self.endpoints for route in endpoint.routes]
         routes = _first_of_each(routes)  # two specs may both offer GET /v1/models: the first answers
+        for direct, predict in list(self._direct.items()):  # only where Starlette would pick it too
+            first = next(r for r in routes if isinstance(r, Route) and r.path == direct and "POST" in (r.methods or ()))
+            if first.app is not predict:
+                del self._direct[direct]
         tools = [
             ToolTarget(e.api, e.path, e.pool, e.metrics, settings.timeout)
             for e in self.endpoints

@@ -9,6 +9,7 @@ What differs is what they do with a REQUEST (``accept``) and a REVOKE (``revoke`
 from __future__ import annotations
 
 import logging
+import threading
 from abc import ABC, abstractmethod
 
 import zmq
@@ -29,6 +30,9 @@ class Inbox(ABC):
         self.known: set[int] = set()  # received, no terminal reply sent yet
         self.cancelled: set[int] = set()
         self.stopping = False
+        # Guards ``known``/``cancelled`` (and a loop's own queue) where two threads touch them: a CANCEL
+        # marked between a reply's two discards would otherwise stay marked for good.
+        self.lock = threading.Lock()
 
     @abstractmethod
     def accept(self, items: list[P.Item]) -> None:
@@ -49,11 +53,16 @@ class Inbox(ABC):
 
     def send(self, kind: int, replies: list[P.Reply]) -> None:
         if kind in _ENDS:
-            known, cancelled = self.known, self.cancelled
+            self._forget(replies)
+        wire.send(self.sock, P.encode(kind, replies))
+
+    def _forget(self, replies: list[P.Reply]) -> None:
+        """The requests of these terminal replies are no longer ours."""
+        known, cancelled = self.known, self.cancelled
+        with self.lock:
             for reply in replies:
                 known.discard(reply[0])
                 cancelled.discard(reply[0])
-        wire.send(self.sock, P.encode(kind, replies))
 
     def _handle(self, frames: list[bytes]) -> None:
         try:
@@ -65,7 +74,8 @@ class Inbox(ABC):
             self.known.update(it.rid for it in items)
             self.accept(items)
         elif kind == P.CANCEL:
-            self.cancelled.update(it.rid for it in items if it.rid in self.known)
+            with self.lock:
+                self.cancelled.update(it.rid for it in items if it.rid in self.known)
         elif kind == P.REVOKE:
             self.revoke({it.rid for it in items})
         elif kind == P.STOP:

@@ -14,6 +14,7 @@ hooks through the same ``Pipeline`` (core/pipeline.py); only how a step is calle
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import multiprocessing
@@ -24,7 +25,6 @@ import shutil
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -112,10 +112,14 @@ def main(spec: WorkerSpec) -> None:
     wire.send(sock, P.encode(P.READY, [(0, capacity, json.dumps(facts).encode())]))
     _start_heartbeat(spec.address, spec.identity + P.HEARTBEAT_SUFFIX, spec.heartbeat_interval or 1.0)
     if out is not None:
+        runner: SyncRunner | None = None
         try:
-            SyncRunner(api, sock, out).run()
+            runner = SyncRunner(api, sock, out)
+            runner.run()
         finally:
             out.close(linger=1000)
+            if runner is None or not runner.reading:
+                sock.close(linger=1000)
             ctx.term()  # the reading thread's receive ends (ETERM), and it closes its socket
         return
     try:
@@ -188,25 +192,23 @@ class SyncRunner(Inbox):
     app's messages are read by a thread of their own (``_read``), which queues requests, marks
     cancellations and gives back revoked batches at once, while the main thread runs ``predict`` and
     sends replies on its own socket. Which thread gets a batch first (to start it, or to give it
-    back) is decided under one lock, so no request both runs and goes back. Replies finished close
-    together leave in one message (flushed when no more work is waiting, or after
-    ``COALESCE_SECONDS``).
+    back) is decided under one lock, so no request both runs and goes back. A batch's replies leave
+    as soon as it is done (one message for the batch): holding them for the next batch could hold
+    them for as long as that batch's ``predict`` runs.
     """
-
-    COALESCE_SECONDS = 0.001
 
     def __init__(self, api: LitAPI, sock: zmq.Socket, out: zmq.Socket) -> None:
         super().__init__(sock)  # read, and REVOKED sent, by the reading thread only
         self.out = out  # replies, sent by the main thread only
         self.pipeline = Pipeline(api, self._emit)
         self.pending: deque[list[P.Item]] = deque()
-        self.lock = threading.Lock()  # guards ``pending`` between the two threads
         self.wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token per message that may add work
         self.outbox: list[P.Reply] = []
-        self.outbox_since = 0.0
+        self.reading = False  # the reading thread runs (and owns ``sock``)
 
     def run(self) -> None:
         threading.Thread(target=self._read, name="litserve-inbox", daemon=True).start()
+        self.reading = True
         pending, lock = self.pending, self.lock
         while True:
             with lock:
@@ -214,24 +216,24 @@ class SyncRunner(Inbox):
             if batch is None:
                 if self.stopping:
                     break
-                self._flush()
                 self.wake.get()  # blocks (without the GIL) until the reading thread has news
                 continue
             self._run(batch)
-            if not pending or time.perf_counter() - self.outbox_since > self.COALESCE_SECONDS:
-                self._flush()
-        self._flush()
+            self._flush()
 
     # -- the reading thread ----------------------------------------------------------------------------
     def _read(self) -> None:
         while True:
             try:
                 self.wait()
-            except zmq.ZMQError:  # the context was terminated: the worker is exiting
+            except zmq.ZMQError as exc:  # the context was terminated (the worker is exiting), or worse
+                if exc.errno != zmq.ETERM:
+                    logger.error("the worker can no longer read the app's messages: %s", exc)
                 break
             except Exception:  # one bad message must not stop the worker from hearing the next
                 logger.exception("a message from the app could not be handled")
         self.sock.close(linger=1000)
+        self.stopping = True  # nothing more can arrive: the main thread finishes what it holds
         self.wake.put(None)
 
     def accept(self, items: list[P.Item]) -> None:
@@ -263,17 +265,9 @@ class SyncRunner(Inbox):
         wire.send(self.out, P.encode(kind, replies))
 
     def _reply(self, replies: list[P.Reply]) -> None:
-        """Queue terminal RESULT replies; they leave at the next flush."""
-        if not self.outbox:
-            self.outbox_since = time.perf_counter()
+        """Queue terminal RESULT replies; they leave when the batch is done."""
         self._forget(replies)
         self.outbox.extend(replies)
-
-    def _forget(self, replies: list[P.Reply]) -> None:
-        known, cancelled = self.known, self.cancelled
-        for reply in replies:
-            known.discard(reply[0])
-            cancelled.discard(reply[0])
 
     def _flush(self) -> None:
         if self.outbox:
@@ -301,9 +295,12 @@ class SyncRunner(Inbox):
                     self._send_out(P.END, [run_sync(pipeline.stream(live[0], self._emit))])
             elif pipeline.batched:
                 replies.extend(run_sync(pipeline.unary(live)))
-            else:  # one request per predict call, even if a message grouped several
+            else:  # one request per predict call, each answered as soon as it is done
+                self._reply(replies)
+                replies = []
                 for it in live:
-                    replies.extend(run_sync(pipeline.unary([it])))
+                    self._reply(run_sync(pipeline.unary([it])))
+                    self._flush()
         if replies:
             self._reply(replies)
 
@@ -325,6 +322,7 @@ class AsyncRunner:
     def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
         self.pipeline = Pipeline(api, self._emit)
         self.sock = sock
+        hooks.install_log_sink(api, self._write)  # LitAPI.log sends through _write, like every reply
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.batches: dict[int, list[int]] = {}  # rid -> rids of its batch, to cancel only whole batches
         self.cancelled: set[int] = set()
@@ -363,6 +361,7 @@ class AsyncRunner:
             for batch in P.split_batches(items):  # one message may carry several batches
                 task = asyncio.create_task(self._run(batch))
                 rids = [it.rid for it in batch]
+                task.add_done_callback(functools.partial(self._unstarted, rids=rids))
                 for rid in rids:
                     self.tasks[rid] = task
                     self.batches[rid] = rids
@@ -373,6 +372,20 @@ class AsyncRunner:
             assert self._stop is not None
             if not self._stop.done():
                 self._stop.set_result(None)
+
+    def _unstarted(self, task: asyncio.Task[None], *, rids: list[int]) -> None:
+        """A task cancelled before its first step never ran ``_run``: answer and forget its requests here."""
+        if not task.cancelled() or self.tasks.get(rids[0]) is not task:
+            return
+        for rid in rids:
+            self.tasks.pop(rid, None)
+            self.batches.pop(rid, None)
+            self.cancelled.discard(rid)
+        cancelled: list[P.Reply] = [(rid, CANCELLED, b"") for rid in rids]
+        if self.pipeline.api.stream:
+            self._send(P.END, cancelled)
+        else:
+            self._reply(cancelled)
 
     def _cancel(self, rid: int) -> None:
         task = self.tasks.get(rid)
@@ -400,8 +413,9 @@ class AsyncRunner:
             self._write(frames)
 
     def _write(self, frames: list[bytes]) -> None:
+        """Send, then make sure a readable edge the send consumed is not lost (also for LitAPI.log)."""
         wire.send(self.sock, frames, wire.NOBLOCK)  # never blocks: the socket's send queue is unbounded
-        if not self._read_soon and wire.readable(self.sock):
+        if self._loop is not None and not self._read_soon and wire.readable(self.sock):
             # Sending may have consumed the readable edge: read what is waiting on the next turn.
             self._read_soon = True
             assert self._loop is not None
