@@ -16,6 +16,7 @@ import logging
 import pickle
 import socket
 import sys
+from collections.abc import Mapping
 
 from .api import LitAPI
 from .errors import ConfigurationError, ValidationFailed
@@ -107,13 +108,18 @@ def missing_field(exc: Exception, request: object) -> Exception:
     Only a ``request[...]`` lookup in ``decode_request``'s own frame counts: a KeyError from deeper
     code (a tokenizer's vocabulary, a dict of the user's) stays the 500 that it is.
     """
-    if not isinstance(exc, KeyError) or not isinstance(request, dict) or len(exc.args) != 1:
+    if not isinstance(exc, KeyError) or not isinstance(request, Mapping) or len(exc.args) != 1:
         return exc
     key = exc.args[0]
+    body: Mapping[object, object] = request
+    frames = []
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
+    while tb is not None:
+        frames.append(tb.tb_frame)
         tb = tb.tb_next
-    if tb is None or tb.tb_frame.f_code.co_name != "decode_request" or key in request:
+    if frames and frames[-1].f_code.co_name == "__getitem__" and frames[-1].f_locals.get("self") is body:
+        frames.pop()  # a form body (FormData) raises from its own __getitem__; a dict from no frame at all
+    if not frames or frames[-1].f_code.co_name != "decode_request" or key in body:
         return exc
     try:
         hash(key)

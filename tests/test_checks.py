@@ -101,6 +101,9 @@ def test_a_keyerror_on_a_missing_field_is_a_422_naming_it():
         r = client.post("/predict", json={"inputs": "a"})
         assert r.status_code == 422, r.text
         assert "'input'" in r.text and "Field required" in r.text
+        r = client.post("/predict", data={"inputs": "a"})  # a form body lacking the field: the same 422
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "input"]
         assert client.post("/predict", json={"input": "a"}).json() == 1
         # a KeyError raised by the model, not by reading the request, is still the server's fault
         r = client.post("/predict", json={"input": "b"})
