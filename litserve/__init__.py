@@ -10,7 +10,6 @@ from .api import LitAPI
 from .callbacks import Callback
 from .config import Settings
 from .context import request_id, request_ids
-from .core.app import LitApp, create_app
 from .devices import resolve_devices
 from .errors import (
     ConfigurationError,
@@ -19,11 +18,12 @@ from .errors import (
     WorkerStartupError,
 )
 from .loggers import Logger
-from .server import LitServer
 from .specs.base import LitSpec
 
 if TYPE_CHECKING:
     from . import test_examples
+    from .core.app import LitApp, create_app
+    from .server import LitServer
     from .specs.openai import OpenAISpec
     from .specs.openai_embedding import OpenAIEmbeddingSpec
 
@@ -53,9 +53,14 @@ __all__ = (
     "test_examples",
 )
 
-# Loaded on first use: the OpenAI request/response models and the example APIs are a third of what
-# ``import litserve`` costs, and every worker process imports litserve again when it starts.
+# Loaded on first use. Every worker process imports litserve again when it starts (to unpickle the
+# API), and needs none of these: the server, the app and its HTTP stack, the OpenAI request/response
+# models and the example APIs are most of what ``import litserve`` costs. A server file still gets
+# them the moment it names ``ls.LitServer``.
 _LAZY = {
+    "LitServer": ("litserve.server", "LitServer"),
+    "LitApp": ("litserve.core.app", "LitApp"),
+    "create_app": ("litserve.core.app", "create_app"),
     "OpenAISpec": ("litserve.specs.openai", "OpenAISpec"),
     "OpenAIEmbeddingSpec": ("litserve.specs.openai_embedding", "OpenAIEmbeddingSpec"),
     "test_examples": ("litserve.test_examples", ""),
