@@ -65,11 +65,10 @@ class Inbox(ABC):
                 cancelled.discard(reply[0])
 
     def _handle(self, frames: list[bytes]) -> None:
-        try:
-            kind, items = P.decode(frames)
-        except P.ProtocolError as exc:
-            logger.warning("dropped a malformed frame from the app: %s", exc)
+        message = decode(frames)
+        if message is None:
             return
+        kind, items = message
         if kind == P.REQUEST:
             self.known.update(it.rid for it in items)
             self.accept(items)
@@ -80,3 +79,13 @@ class Inbox(ABC):
             self.revoke({it.rid for it in items})
         elif kind == P.STOP:
             self.stopping = True
+
+
+def decode(frames: list[bytes]) -> tuple[int, list[P.Item]] | None:
+    """A message from the app as (kind, items), or None (logged) when it is malformed: every worker
+    loop drops such a message and goes on."""
+    try:
+        return P.decode(frames)
+    except P.ProtocolError as exc:
+        logger.warning("dropped a malformed frame from the app: %s", exc)
+        return None

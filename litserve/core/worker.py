@@ -34,7 +34,7 @@ import zmq
 from ..api import LitAPI
 from . import hooks, logs, wire
 from . import protocol as P
-from .inbox import Inbox
+from .inbox import Inbox, decode
 from .pipeline import CANCELLED, Pipeline, run_async, run_sync
 from .protocol import SOCKET_DIR_PREFIX
 from .stepper import StepRunner, stepwise
@@ -352,11 +352,10 @@ class AsyncRunner:
             self._handle(wire.recv(sock, wire.NOBLOCK))
 
     def _handle(self, frames: list[bytes]) -> None:
-        try:
-            kind, items = P.decode(frames)
-        except P.ProtocolError as exc:
-            logger.warning("dropped a malformed frame from the app: %s", exc)
+        message = decode(frames)
+        if message is None:
             return
+        kind, items = message
         if kind == P.REQUEST:
             for batch in P.split_batches(items):  # one message may carry several batches
                 task = asyncio.create_task(self._run(batch))
