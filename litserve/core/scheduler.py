@@ -24,8 +24,8 @@ The invariants (tests/test_scheduler.py checks them after every event, property-
 
 1. *While a request waits, no worker that could run it is idle*: after ``schedule`` and
    ``revocations``, if a worker has a free run slot, nothing queued is dispatchable (the queue is
-   empty, or its batch window is still open and ``wake_at`` says when it closes) and every held
-   batch elsewhere is being revoked.
+   empty, or its batch window is still open and ``wake_at`` says when it closes) and held batches
+   are being revoked, one per free run slot (all of them if there are fewer).
 2. *No request starts on two workers*: a job is in at most one batch; it is dispatched again only
    after its worker gave it back (REVOKED) or died.
 3. *Every accepted request that has not started counts against max_queue_size*: ``waiting`` is the
