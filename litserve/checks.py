@@ -18,6 +18,8 @@ import socket
 import sys
 from collections.abc import Mapping
 
+from starlette.datastructures import FormData
+
 from .api import LitAPI
 from .errors import ConfigurationError, ValidationFailed
 
@@ -125,15 +127,24 @@ def missing_field(exc: Exception, request: object) -> Exception:
         hash(key)
     except TypeError:
         return exc
+    msg = f"Field required: decode_request reads request[{key!r}], which this body does not have"
+    if _json_sent_as_a_form(body):
+        msg += (
+            "; the body came as a form (Content-Type: application/x-www-form-urlencoded, what curl -d sends "
+            "unless told otherwise) whose field name is JSON: send JSON with Content-Type: application/json "
+            "(curl -H 'Content-Type: application/json', or curl --json)"
+        )
     return ValidationFailed(
-        [
-            {
-                "loc": ["body", key if isinstance(key, (str, int)) else repr(key)],
-                "msg": f"Field required: decode_request reads request[{key!r}], which this body does not have",
-                "type": "missing",
-            }
-        ]
+        [{"loc": ["body", key if isinstance(key, (str, int)) else repr(key)], "msg": msg, "type": "missing"}]
     )
+
+
+def _json_sent_as_a_form(body: Mapping[object, object]) -> bool:
+    """JSON posted with a form's Content-Type (``curl -d '{...}'``): the first field's name starts as JSON does."""
+    if not isinstance(body, FormData) or not body:
+        return False
+    name = next(iter(body))
+    return isinstance(name, str) and name.lstrip()[:1] in ("{", "[")
 
 
 def bind_port(host: str, port: int) -> socket.socket:

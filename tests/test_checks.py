@@ -104,6 +104,13 @@ def test_a_keyerror_on_a_missing_field_is_a_422_naming_it():
         r = client.post("/predict", data={"inputs": "a"})  # a form body lacking the field: the same 422
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["loc"] == ["body", "input"]
+        assert "Content-Type" not in r.json()["detail"][0]["msg"]  # a real form: no hint about JSON
+        # JSON sent with curl -d's default Content-Type (a form): the 422 says how to send JSON
+        form_type = {"content-type": "application/x-www-form-urlencoded"}
+        r = client.post("/predict", content=b'{"input": "a", "q": "x=y&z"}', headers=form_type)
+        assert r.status_code == 422, r.text
+        msg = r.json()["detail"][0]["msg"]
+        assert "request['input']" in msg and "Content-Type: application/json" in msg, msg
         assert client.post("/predict", json={"input": "a"}).json() == 1
         # a KeyError raised by the model, not by reading the request, is still the server's fault
         r = client.post("/predict", json={"input": "b"})
