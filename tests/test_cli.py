@@ -12,6 +12,7 @@ import httpx
 import pytest
 from support.servers import Proc, serve_args
 
+import litserve as ls
 from litserve.cli import dockerize, main
 from litserve.cli.serve import TargetError, load_app
 from litserve.core.app import LitApp
@@ -156,3 +157,59 @@ def test_dockerize_writes_a_non_root_image_with_a_healthcheck(tmp_path):
     # The HEALTHCHECK's probe is valid Python (it runs in the image with no shell).
     probe = dockerize.PROBE.format(port=1)
     compile(probe, "<healthcheck>", "exec")
+
+
+def test_dockerize_matches_the_files_port_and_says_what_would_break(tmp_path, capsys):
+    """The image exposes and probes the port the file's run() listens on; mistakes that would give a
+    container with nothing listening are named before any `docker build`."""
+    server = tmp_path / "server.py"
+    server.write_text(
+        "import litserve as ls\nfrom apis import SquareAPI\n"
+        "if __name__ == '__main__':\n    ls.LitServer(SquareAPI()).run(host='0.0.0.0', port=8080)\n"
+    )
+    status, err = in_process("dockerize", str(server), capsys=capsys)
+    text = (tmp_path / "Dockerfile").read_text()
+    assert status == 0 and "EXPOSE 8080" in text and "127.0.0.1:8080/health" in text
+    assert "runs its server on port" not in err and "never calls" not in err
+
+    status, err = in_process("dockerize", str(server), "--port", "9000", "--force", capsys=capsys)
+    assert status == 0 and "EXPOSE 9000" in (tmp_path / "Dockerfile").read_text()  # the flag wins, with a warning
+    assert "server.py runs its server on port 8080" in err and "Pass --port 8080" in err, err
+
+    status, err = in_process("dockerize", str(server), "--port", "9000", "--serve", "api", "--force", capsys=capsys)
+    assert status == 0 and "runs its server on port" not in err  # litserve serve --port 9000: any port works
+
+    norun = tmp_path / "norun.py"
+    norun.write_text("from apis import SquareAPI\napi = SquareAPI()\n")
+    assert main(["dockerize", str(norun), "-o", str(tmp_path / "D2")]) == 0
+    out, err = capsys.readouterr()
+    assert "never calls .run(...)" in err and "--serve ATTR" in err, err
+    assert f"docker build -t litserve-model -f {tmp_path / 'D2'} {tmp_path}" in out, out  # context: the file's dir
+
+    run_only = tmp_path / "plain.py"
+    run_only.write_text("import litserve as ls\nfrom apis import SquareAPI\nls.LitServer(SquareAPI()).run()\n")
+    assert dockerize.file_ports(run_only) == (True, {8000})  # run() without a port: LitServer.run's 8000
+    from_env = tmp_path / "env.py"
+    from_env.write_text("import os\nserver.run(port=int(os.environ['PORT']))\n")
+    assert dockerize.file_ports(from_env) == (True, set())  # computed: not judged
+
+
+def test_dockerize_installs_a_wheel_of_a_checkout_from_the_build_context(tmp_path, capsys):
+    """litserve from a checkout is not on PyPI: the command says how to build its wheel, and a wheel in
+    the build context is what the image installs."""
+    server = tmp_path / "server.py"
+    server.write_text("import litserve as ls\nls.LitServer(None).run(port=8000)\n")
+    status, err = in_process("dockerize", str(server), capsys=capsys)
+    text = (tmp_path / "Dockerfile").read_text()
+    assert status == 0 and f'RUN pip install "litserve-zmq=={ls.__version__}"' in text
+    assert dockerize.installed_from_checkout() is not None  # the tests run from a checkout
+    assert f"pip wheel --no-deps -w {tmp_path} " in err and "--force" in err, err
+
+    wheel = f"litserve_zmq-{ls.__version__}-py3-none-any.whl"
+    (tmp_path / wheel).write_bytes(b"")
+    (tmp_path / "requirements.txt").write_text("numpy\n")
+    status, err = in_process("dockerize", str(server), "--force", capsys=capsys)
+    text = (tmp_path / "Dockerfile").read_text()
+    assert status == 0 and "pip wheel" not in err
+    assert f"COPY {wheel} /tmp/{wheel}" in text and f"RUN pip install /tmp/{wheel} -r requirements.txt" in text
+    assert "litserve-zmq==" not in text

@@ -5,12 +5,19 @@ image needs: a slim Python base, a non-root user, a HEALTHCHECK on ``/health``, 
 container's main process (so SIGTERM reaches it and it drains), and ``requirements.txt`` installed
 in a layer of its own when the file's directory has one. GPU images use the same slim base: PyPI's
 CUDA builds of torch carry their CUDA libraries, and the NVIDIA container runtime mounts the driver.
+
+What a first image most often gets wrong is caught here, before ``docker build``: the port is read
+from the file's ``.run(port=...)`` (an image that exposes and probes another port has nothing
+listening), a file that never calls ``.run`` is named (its container would exit at once), and a
+litserve installed from a checkout rather than from PyPI gets the wheel to copy into the image.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.metadata
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,7 +69,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("server_file", metavar="SERVER_FILE", help="the Python file that defines (and runs) the server")
-    p.add_argument("--port", type=int, default=8000, help="port the server listens on, exposed by the image")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port the server listens on, exposed by the image (default: the file's run(port=...), else 8000)",
+    )
     p.add_argument("--gpu", action="store_true", help="an image for NVIDIA GPUs (run with --gpus all)")
     p.add_argument("--tag", default="litserve-model", help="image tag used in the build and run hints")
     p.add_argument(
@@ -89,7 +101,13 @@ def render(
 ) -> str:
     """The Dockerfile's text for ``server_file`` (its directory is the build context)."""
     has_requirements = (server_file.parent / "requirements.txt").is_file()
-    install = _requirement()
+    wheel = local_wheel(server_file.parent)
+    copy = ""
+    if wheel is not None:  # built from a checkout: that wheel, not PyPI's release
+        copy = f"COPY {wheel.name} /tmp/{wheel.name}\n"
+        install = f"/tmp/{wheel.name}"
+    else:
+        install = _requirement()
     if has_requirements:
         install += " -r requirements.txt"
     if serve:
@@ -103,7 +121,7 @@ def render(
         python=python,
         gpus="--gpus all " if gpu else "",
         gpu_env=" \\\n    NVIDIA_VISIBLE_DEVICES=all \\\n    NVIDIA_DRIVER_CAPABILITIES=compute,utility" if gpu else "",
-        requirements="COPY requirements.txt /app/requirements.txt\n" if has_requirements else "",
+        requirements=copy + ("COPY requirements.txt /app/requirements.txt\n" if has_requirements else ""),
         install=install,
         probe=PROBE.format(port=port),
         cmd="[" + ", ".join(f'"{part}"' for part in cmd) + "]",
@@ -119,6 +137,56 @@ def _requirement() -> str:
         return f'"litserve-zmq=={__version__}"'
 
 
+def local_wheel(context: Path) -> Path | None:
+    """A wheel of this litserve in the build context (``pip wheel --no-deps -w . CHECKOUT``), if there is one."""
+    wheels = sorted(context.glob(f"litserve_zmq-{__version__}-*.whl"))
+    return wheels[-1] if wheels else None
+
+
+def installed_from_checkout() -> str | None:
+    """The directory litserve-zmq was installed from (``pip install -e .``), or None for a PyPI install.
+
+    The image installs the same version from PyPI, which has only released versions: from a checkout,
+    the user needs to build a wheel into the image instead, and is told how.
+    """
+    try:
+        text = importlib.metadata.distribution("litserve-zmq").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        text = None
+    if text is None:  # from PyPI, or not installed at all (PYTHONPATH): look where the package is
+        package = Path(__file__).resolve().parents[2]
+        return str(package) if (package / "pyproject.toml").is_file() else None
+    url = json.loads(text).get("url", "")
+    return url.removeprefix("file://") if url.startswith("file://") else None  # a directory, or a local wheel
+
+
+def file_ports(server_file: Path) -> tuple[bool, set[int]]:
+    """Whether ``server_file`` calls ``.run(...)``, and the ports its calls name as literals.
+
+    ``run()`` without a port listens on 8000, as ``LitServer.run`` does; a port computed at run time
+    (``int(os.environ["PORT"])``) is not known here and is left out.
+    """
+    try:
+        tree = ast.parse(server_file.read_text(), filename=str(server_file))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return True, set()  # not ours to judge: python reports it when the image runs
+    calls = False
+    ports: set[int] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run"):
+            continue
+        calls = True
+        port = next((k.value for k in node.keywords if k.arg == "port"), None)
+        if port is None and len(node.args) >= 2:  # run(host, port)
+            port = node.args[1]
+        if port is None:
+            if not any(k.arg is None for k in node.keywords):  # no **kwargs that could hold it
+                ports.add(8000)
+        elif isinstance(port, ast.Constant) and isinstance(port.value, int):
+            ports.add(port.value)
+    return calls, ports
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     server_file = Path(args.server_file)
     if not server_file.is_file():
@@ -128,12 +196,55 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if output.exists() and not args.force:
         sys.stderr.write(f"litserve dockerize: {output} exists; pass --force to overwrite it\n")
         return 1
-    text = render(server_file, port=args.port, gpu=args.gpu, tag=args.tag, serve=args.serve, python=args.python)
+    port, warnings = _port(server_file, args.port, args.serve)
+    text = render(server_file, port=port, gpu=args.gpu, tag=args.tag, serve=args.serve, python=args.python)
     output.write_text(text)
     gpus = "--gpus all " if args.gpu else ""
+    context = server_file.parent
+    dockerfile = "" if output.resolve() == (context / "Dockerfile").resolve() else f"-f {output} "
     sys.stdout.write(
         f"Wrote {output}. Build and run it with:\n\n"
-        f"  docker build -t {args.tag} {output.parent}\n"
-        f"  docker run {gpus}-p {args.port}:{args.port} {args.tag}\n"
+        f"  docker build -t {args.tag} {dockerfile}{context}\n"
+        f"  docker run {gpus}-p {port}:{port} {args.tag}\n"
     )
+    checkout = installed_from_checkout()
+    if checkout is not None and local_wheel(context) is None:
+        make = (
+            f"cp {checkout} {context}/" if checkout.endswith(".whl") else f"pip wheel --no-deps -w {context} {checkout}"
+        )
+        warnings.append(
+            f"litserve is installed from {checkout}, and the image installs litserve-zmq=={__version__} from PyPI, "
+            f"which has only released versions. To put this litserve in the image, put its wheel beside "
+            f"{server_file.name} and run this command again with --force (a litserve_zmq-{__version__} wheel "
+            f"there is installed instead):\n\n  {make}\n"
+        )
+    for warning in warnings:
+        sys.stderr.write(f"\nlitserve dockerize: {warning}\n")
     return 0
+
+
+def _port(server_file: Path, port: int | None, serve: str | None) -> tuple[int, list[str]]:
+    """The port the image exposes and probes, and what to warn about it.
+
+    With --serve the image runs ``litserve serve --port PORT``, so any port works. Otherwise the
+    server listens where the file's ``.run(port=...)`` says, which the image must match.
+    """
+    if serve:
+        return port or 8000, []
+    calls, ports = file_ports(server_file)
+    if not calls:
+        return port or 8000, [
+            f"{server_file.name} never calls .run(...), so `python {server_file.name}` would exit at once and the "
+            f'container with it. Add `if __name__ == "__main__": server.run(port=...)` to it, or pass '
+            f"--serve ATTR to serve its LitAPI or LitServer with `litserve serve`."
+        ]
+    if len(ports) != 1:  # computed at run time, or several: trust the flag
+        return port or 8000, []
+    (listens,) = ports
+    if port is None or port == listens:
+        return listens, []
+    return port, [
+        f"{server_file.name} runs its server on port {listens} (its .run call), not on --port {port}: the image "
+        f"exposes and probes {port}, where nothing would listen. Pass --port {listens}, or change the port in "
+        f"{server_file.name}."
+    ]
