@@ -77,7 +77,7 @@ def test_mounted_schema_and_docs_show_the_mount_path(host_kind):
 
 
 def test_404_is_json_and_says_where_the_model_is():
-    client = _client(ls.create_app(SquareAPI(), accelerator="cpu", api_path="/v1/square"))
+    client = _client(ls.create_app(SquareAPI(api_path="/v1/square"), accelerator="cpu"))
     r = client.get("/predict")
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/json"

@@ -131,8 +131,12 @@ class _Cube(ls.LitAPI):
 
 def test_legacy_server_model_settings_are_forwarded_with_a_warning():
     api = SquareAPI()
-    with pytest.warns(DeprecationWarning, match="LitAPI\\(max_batch_size=...\\)"):
+    with pytest.warns(DeprecationWarning) as record:
         server = ls.LitServer(api, accelerator="cpu", max_batch_size=4, batch_timeout=0.02, api_path="/v1/sq")
+    messages = sorted(str(w.message) for w in record)
+    assert len(messages) == 3, messages  # one per forwarded setting, each naming where it goes now
+    for name, message in zip(("api_path", "batch_timeout", "max_batch_size"), messages, strict=True):
+        assert message.startswith(f"{name}= on the server is deprecated") and f"LitAPI({name}=...)" in message
     assert (api.max_batch_size, api.batch_timeout, api.api_path) == (4, 0.02, "/v1/sq")
     assert [e.path for e in server.app.endpoints] == ["/v1/sq"]
     with warnings.catch_warnings():

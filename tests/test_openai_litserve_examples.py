@@ -19,7 +19,9 @@ HI = [{"role": "user", "content": "Hello"}]
 
 def serve(api, spec=None, **kw):
     spec = spec or ls.OpenAISpec()
-    return ThreadServer(ls.LitServer(api, spec=spec, accelerator="cpu", devices=1, timeout=20, **kw).app)
+    with pytest.warns(DeprecationWarning, match="spec= on the server"):  # LitServe's spelling, as LitServe warns
+        server = ls.LitServer(api, spec=spec, accelerator="cpu", devices=1, timeout=20, **kw)
+    return ThreadServer(server.app)
 
 
 def client(server) -> openai.OpenAI:
@@ -75,5 +77,5 @@ def test_embedding_examples():
         with pytest.raises(openai.InternalServerError, match="embeddings"):
             client(server).embeddings.create(model="m", input="a")
     for bad in (E.TestEmbedAPIWithYieldPredict(), E.TestEmbedAPIWithYieldEncodeResponse()):
-        with pytest.raises(ls.ConfigurationError, match="not yield"):
+        with pytest.raises(ls.ConfigurationError, match="not yield"), pytest.warns(DeprecationWarning):
             ls.LitServer(bad, spec=ls.OpenAIEmbeddingSpec(), accelerator="cpu", devices=1)

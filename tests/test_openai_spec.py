@@ -238,7 +238,8 @@ def test_predict_that_returns_is_refused_with_an_example():
 
 
 def test_litserver_spec_argument_is_litserves_spelling():
-    server = ls.LitServer(EchoLLM(), spec=ls.OpenAISpec(), accelerator="cpu", devices=1)
+    with pytest.warns(DeprecationWarning, match="spec= on the server is deprecated"):
+        server = ls.LitServer(EchoLLM(), spec=ls.OpenAISpec(), accelerator="cpu", devices=1)
     paths = {getattr(r, "path", None) for r in server.app.routes}
     assert {"/v1/chat/completions", "/v1/models"} <= paths and "/predict" not in paths
 
