@@ -210,6 +210,22 @@ def test_shell_commands_work_where_only_python3_exists():
                 activated = activated or "bin/activate" in part
 
 
+def test_curl_commands_send_json_as_json():
+    """curl's ``-d`` alone sends ``application/x-www-form-urlencoded``: a JSON body pasted that way reaches
+    ``decode_request`` as a form and gets a 422, so every documented curl that posts JSON says so."""
+    for path in DOCS:
+        for line, info, body in blocks(path):
+            if info not in ("bash", "sh", "console"):
+                continue
+            for command in re.split(r"\n(?!\s)|&&|;", body.replace("\\\n", " ")):
+                if "curl " not in command or not re.search(r"\s(-d|--data\S*)\s+'[{\[]", command):
+                    continue
+                assert re.search(r"content-type:\s*application/json", command, re.I), (
+                    f"{path.relative_to(ROOT)}:{line}: {command.strip()!r} posts JSON without "
+                    "-H 'Content-Type: application/json' (curl -d alone sends a form)"
+                )
+
+
 def test_help_points_to_docs_a_wheel_user_can_reach():
     """``help(ls.LitServer)`` works from an installed wheel: it names every setting and sends the reader to
     other ``help()`` pages, never to a docs/ file that only a checkout has."""
