@@ -43,6 +43,7 @@ class SettingsArgs(TypedDict, total=False):
     timeout: float | bool | None
     max_queue_size: int
     max_payload_size: int | str
+    stream_buffer: int | str | None
     startup_timeout: float
     shutdown_grace: float
     api_key: str | None
@@ -89,6 +90,11 @@ class Settings:
             past it the client gets 504. ``None`` (or ``False`` when given) waits forever.
         max_queue_size: requests that may wait for a worker; beyond it, 503 with Retry-After.
         max_payload_size: largest request body in bytes (given as an int or as ``"10MB"``); beyond it, 413.
+        stream_buffer: bytes of a stream's chunks the server holds for a client that reads slower than
+            the model produces (an int or ``"1MiB"``); past it the worker pauses that stream until half
+            is sent, so a slow client costs bounded memory, never the whole stream. ``None``: unbounded.
+            A stream that shares its worker's generator with others (batched, continuous batching)
+            is never paused.
         startup_timeout: seconds a worker's ``setup`` may take before it counts as failed.
         shutdown_grace: seconds in-flight requests get to finish when the server stops.
         api_key: the key clients must send in ``X-API-Key``; by default ``$LIT_SERVER_API_KEY``
@@ -129,6 +135,7 @@ class Settings:
     timeout: float | None = 30.0
     max_queue_size: int = 1024
     max_payload_size: int = 100 * 10**6
+    stream_buffer: int | None = 2**20
     startup_timeout: float = 600.0
     shutdown_grace: float = 30.0
     api_key: str | None = None
@@ -344,6 +351,7 @@ _CHECKS = {
     "timeout": _timeout,
     "max_queue_size": _count,
     "max_payload_size": lambda name, value: parse_size(value, name),
+    "stream_buffer": lambda name, value: None if value is None else parse_size(value, name),
     "startup_timeout": lambda name, value: _number(name, value, low=0),
     "shutdown_grace": lambda name, value: _number(name, value, low=0),
     "api_key": _api_key,

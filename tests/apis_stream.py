@@ -272,3 +272,76 @@ class AsyncStreamAPI(_Logged, ls.LitAPI):
             raise
         finally:
             self._log(tag=tag, closed=True)
+
+
+# -- flow control (tests/test_stream_flow.py) -------------------------------------------------------------
+def _flood_line(i: int, size: int) -> str:
+    """Chunk ``i`` of a flood: its index, then filler, ``size`` characters in all (the newline is the server's)."""
+    return f"{i:08d}".ljust(size, "x")
+
+
+class FloodAPI(_Logged, ls.LitAPI):
+    """A sync generator as fast as it can go: {"n": 1000, "size": 65536, "tag": t} -> n raw text chunks
+    of ``size`` characters. Logs {"made": i} every 50 chunks and {"closed": made} from its ``finally``."""
+
+    def __init__(self, log: str = "", **kw) -> None:
+        super().__init__(stream=True, **kw)
+        self.log_path = log
+
+    def predict(self, x):
+        made = 0
+        try:
+            for i in range(x["n"]):
+                if i % 50 == 0:
+                    self._log(tag=x["tag"], made=i)
+                yield _flood_line(i, x["size"])
+                made = i + 1
+        finally:
+            self._log(tag=x["tag"], closed=made)
+
+    def encode_response(self, output):
+        yield from output
+
+
+class AsyncFloodAPI(FloodAPI):
+    """FloodAPI with an async generator ``predict``."""
+
+    encode_response = ls.LitAPI.encode_response  # chunks as they are
+
+    async def predict(self, x):
+        made = 0
+        try:
+            for i in range(x["n"]):
+                if i % 50 == 0:
+                    self._log(tag=x["tag"], made=i)
+                yield _flood_line(i, x["size"])
+                made = i + 1
+        finally:
+            self._log(tag=x["tag"], closed=made)
+
+
+class FloodResponseAPI(FloodAPI):
+    """The same flood as the body of a ``StreamingResponse`` returned by a unary API's ``encode_response``."""
+
+    def __init__(self, log: str = "", **kw) -> None:
+        ls.LitAPI.__init__(self, **kw)
+        self.log_path = log
+
+    def predict(self, x):
+        return x
+
+    def encode_response(self, x):
+        from starlette.responses import StreamingResponse
+
+        def body():
+            made = 0
+            try:
+                for i in range(x["n"]):
+                    if i % 50 == 0:
+                        self._log(tag=x["tag"], made=i)
+                    yield _flood_line(i, x["size"]) + "\n"
+                    made = i + 1
+            finally:
+                self._log(tag=x["tag"], closed=made)
+
+        return StreamingResponse(body(), media_type="text/plain")

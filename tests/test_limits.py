@@ -32,6 +32,7 @@ METRICS = (
     "litserve_requests_in_flight",
     "litserve_timeouts_total",
     "litserve_disconnects_total",
+    "litserve_stream_pauses_total",
     "litserve_worker_restarts_total",
     "litserve_batch_size",
 )

@@ -21,7 +21,7 @@ def test_header_is_version_then_kind():
 
 def test_kinds_are_distinct_letters_and_terminal_kinds_are_result_and_end():
     letters = [
-        *(P.REQUEST, P.CANCEL, P.STOP, P.REVOKE),
+        *(P.REQUEST, P.CANCEL, P.STOP, P.REVOKE, P.PAUSE, P.RESUME),
         *(P.READY, P.FAILED, P.RESULT, P.CHUNK, P.END, P.LOG, P.REVOKED, P.HEARTBEAT),
     ]
     assert len(set(letters)) == len(letters) == len(P.KINDS)

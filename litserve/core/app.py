@@ -157,6 +157,7 @@ class LitApp(Starlette):
             log_level=settings.log_level,
             timeout=settings.timeout,
             hung_grace=settings.hung_grace,
+            stream_buffer=settings.stream_buffer,
             heartbeat_timeout=settings.heartbeat_timeout,
             shutdown_grace=settings.shutdown_grace,
         )

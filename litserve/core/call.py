@@ -4,6 +4,8 @@ A future for a unary call, a queue of chunks for a stream. The pool resolves it 
 fails it (``fail``); the handler awaits it. Nothing here knows about sockets or workers. A unary
 call whose first reply is a CHUNK (the head of a ``StreamingResponse`` or ``FileResponse`` from
 ``encode_response``) resolves its future with that head and becomes a stream: the body follows.
+A stream counts the bytes of its chunks not yet taken by the handler (``backlog``): the pool pauses
+the worker past its stream buffer, the handler resumes it once the client caught up.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .scheduler import Job
 class Call:
     """One request waiting for its worker's reply: a future for a unary call, a chunk queue for a stream."""
 
-    __slots__ = ("rid", "job", "future", "_chunks", "_waiter", "streamed")
+    __slots__ = ("rid", "job", "future", "_chunks", "_waiter", "streamed", "backlog", "paused")
 
     def __init__(self, rid: int, job: Job, stream: bool, loop: asyncio.AbstractEventLoop) -> None:
         self.rid = rid
@@ -27,6 +29,8 @@ class Call:
         self._chunks: deque[tuple[int, int, bytes, bytes]] | None = deque() if stream else None
         self._waiter: asyncio.Future[None] | None = None
         self.streamed = False  # a chunk reached it: it must not be run again
+        self.backlog = 0  # bytes of chunks delivered and not yet taken by the handler
+        self.paused = False  # PAUSE sent to its worker, no RESUME yet
 
     def deliver(self, kind: int, status: int, payload: bytes, tag: bytes = b"") -> None:
         """A reply arrived: (status, payload, tag) for a unary call, the next item of a stream."""
@@ -38,6 +42,7 @@ class Call:
                     self.streamed = True
             return
         self.streamed = True
+        self.backlog += len(payload)
         self._chunks.append((kind, status, payload, tag))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -58,4 +63,6 @@ class Call:
                 self.future.result()  # raises the failure
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        return self._chunks.popleft()
+        item = self._chunks.popleft()
+        self.backlog -= len(item[2])
+        return item

@@ -269,9 +269,12 @@ class RequestGuard:
         """The next (kind, status, payload, tag) of a stream; END is the last one."""
         if self._done:
             raise StopAsyncIteration
-        item = await self.call.next_chunk()
+        call = self.call
+        item = await call.next_chunk()
         self._last = self._loop.time()
         self._done = item[0] != P.CHUNK
+        if call.paused:  # its client is catching up: the worker may go on at half the stream buffer
+            self._endpoint.pool.drained(call)
         return item
 
     def _on_deadline(self) -> None:

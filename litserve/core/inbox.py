@@ -29,10 +29,13 @@ class Inbox(ABC):
         self.sock = sock
         self.known: set[int] = set()  # received, no terminal reply sent yet
         self.cancelled: set[int] = set()
+        self.paused: set[int] = set()  # streams whose client is behind (PAUSE): no chunk until RESUME
         self.stopping = False
-        # Guards ``known``/``cancelled`` (and a loop's own queue) where two threads touch them: a CANCEL
-        # marked between a reply's two discards would otherwise stay marked for good.
+        self.closed = False  # the reading side ended: no RESUME can come any more
+        # Guards ``known``/``cancelled``/``paused`` (and a loop's own queue) where two threads touch
+        # them: a CANCEL marked between a reply's two discards would otherwise stay marked for good.
         self.lock = threading.Lock()
+        self.flow = threading.Condition(self.lock)  # notified when a pause may be over (RESUME, CANCEL, end)
 
     @abstractmethod
     def accept(self, items: list[P.Item]) -> None:
@@ -59,10 +62,12 @@ class Inbox(ABC):
     def _forget(self, replies: list[P.Reply]) -> None:
         """The requests of these terminal replies are no longer ours."""
         known, cancelled = self.known, self.cancelled
+        paused = self.paused
         with self.lock:
             for reply in replies:
                 known.discard(reply[0])
                 cancelled.discard(reply[0])
+                paused.discard(reply[0])
 
     def _handle(self, frames: list[bytes]) -> None:
         message = decode(frames)
@@ -75,10 +80,29 @@ class Inbox(ABC):
         elif kind == P.CANCEL:
             with self.lock:
                 self.cancelled.update(it.rid for it in items if it.rid in self.known)
+                self.flow.notify_all()
         elif kind == P.REVOKE:
             self.revoke({it.rid for it in items})
+        elif kind == P.PAUSE:
+            with self.lock:
+                self.paused.update(it.rid for it in items if it.rid in self.known)
+        elif kind == P.RESUME:
+            with self.lock:
+                self.paused.difference_update(it.rid for it in items)
+                self.flow.notify_all()
         elif kind == P.STOP:
             self.stopping = True
+
+    def hold_while_paused(self, rid: int) -> None:
+        """Block the producing thread while ``rid``'s client is behind (until RESUME or CANCEL).
+
+        Called after each chunk by a loop that runs one stream per generator; another thread reads
+        the socket meanwhile. A loop without a reading thread must not call it."""
+        if rid not in self.paused:
+            return
+        with self.flow:
+            while rid in self.paused and rid not in self.cancelled and not self.closed:
+                self.flow.wait()
 
 
 def decode(frames: list[bytes]) -> tuple[int, list[P.Item]] | None:

@@ -72,6 +72,12 @@ class AppMetrics:
         self.disconnects = Counter(
             "litserve_disconnects", "Requests whose client left before the response.", by_route, registry=reg
         )
+        self.stream_pauses = Counter(
+            "litserve_stream_pauses",
+            "Streams whose worker was paused because their client read slower than it produced (stream_buffer).",
+            by_route,
+            registry=reg,
+        )
         self.restarts = Counter(
             "litserve_worker_restarts",
             "Workers replaced, by why the old one went: crash, hung (killed by the server), exit, setup (failed).",
@@ -176,6 +182,7 @@ class Metrics:
             self.batch_size = metrics.batch_size.labels(route)
         self.timeouts = metrics.timeouts.labels(route)
         self.disconnects = metrics.disconnects.labels(route)
+        self.stream_pauses = metrics.stream_pauses.labels(route)
         self.restarts = _ForRoute(metrics.restarts, route)
         for reason in ("crash", "hung", "exit", "setup"):
             self.restarts.labels(reason)  # every reason shows, at 0, from the start

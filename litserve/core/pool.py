@@ -70,6 +70,9 @@ class Pool:
         heartbeat_timeout: seconds a busy worker may go without a heartbeat before it is killed and
             replaced (None: no heartbeat).
         shutdown_grace: the default grace of ``begin_drain``/``stop``.
+        stream_buffer: bytes of unsent chunks a stream may have here before its worker is paused
+            (PAUSE), resumed at half (``drained``); None: never paused. Only where the worker runs
+            each stream in a generator of its own (not batched, not continuous batching).
         prefetch: requests a ``def predict`` worker (without batching) may hold, not started,
             behind the one it runs: revocable, and used only while requests take less than
             ``FAST_WORK`` on average. A batched API always gets one full batch; async and streaming
@@ -90,6 +93,7 @@ class Pool:
         heartbeat_timeout: float | None = None,
         shutdown_grace: float = 30.0,
         prefetch: int = 16,
+        stream_buffer: int | None = None,
     ) -> None:
         self.api = api
         self.devices = devices
@@ -117,6 +121,10 @@ class Pool:
             prefetch_below=prefetch_below,
         )
         self.calls: dict[int, Call] = {}
+        # A worker that runs several streams in one generator is never paused: one slow client would stall them all.
+        pausable = stream_buffer is not None and not stepwise(api) and api.max_batch_size == 1
+        self._pause_above: float = stream_buffer if pausable and stream_buffer is not None else float("inf")
+        self._resume_at = (stream_buffer or 0) // 2
         self.log_level = log_level  # read when workers start: LitServer.run(log_level=) sets it
         self.shutdown_grace = shutdown_grace
         self._startup_timeout = startup_timeout
@@ -296,6 +304,18 @@ class Pool:
             self._send(worker.encode(), P.encode(P.CANCEL, [(call.rid, 0, b"")]))
         self._check_idle()
 
+    def drained(self, call: Call) -> None:
+        """The handler took a chunk of a paused stream: its client reads, so the pause is not its
+        worker hanging; once half the stream buffer is sent, the worker may go on (RESUME)."""
+        batch = call.job.batch
+        if batch is None or call.rid not in self.calls:
+            call.paused = False
+            return
+        self.scheduler.progress(call.rid, batch.worker, time.monotonic())
+        if call.backlog <= self._resume_at:
+            call.paused = False
+            self._send(batch.worker.encode(), P.encode(P.RESUME, [(call.rid, 0, b"")]))
+
     # -- scheduling and sending -----------------------------------------------------------------------
     def _kick(self) -> None:
         """Schedule at the end of this loop turn, so what arrives together is dispatched together."""
@@ -403,6 +423,10 @@ class Pool:
                 call = self.calls.get(it.rid)
                 if call is not None and scheduler.progress(it.rid, name, now):
                     call.deliver(kind, it.status, it.payload, it.tag)
+                    if call.backlog > self._pause_above and not call.paused:
+                        call.paused = True  # its client reads slower than the worker produces
+                        self.metrics.stream_pauses.inc()
+                        self._send(handle.identity, P.encode(P.PAUSE, [(it.rid, 0, b"")]))
         elif kind == P.REVOKED:
             now = time.monotonic()
             for it in items:

@@ -27,6 +27,11 @@ and FAILED carry a single JSON item (worker facts or the setup error), STOP carr
 A REVOKE names one batch the worker holds but may not have started (a prefetch); the worker answers
 REVOKED with the ids it gave back, or nothing if it had already started them (their RESULT follows).
 The worker decides in its single loop, so a request is either run there or given back, never both.
+PAUSE and RESUME are flow control for a stream whose client reads slower than the worker produces:
+after PAUSE the worker produces no further chunk of that request until RESUME (or CANCEL) comes; the
+app sends PAUSE when the request's unsent chunks pass its stream buffer, RESUME when half of that is
+sent (core/pool.py). A worker that runs several streams in one generator (a batch, continuous
+batching) is never paused: one slow client would stall the others.
 HEARTBEAT comes from a second DEALER of the worker (identity ``<worker identity>/hb``) on a thread,
 so a worker whose main thread is stuck in a call that holds the GIL, or that is stopped, goes quiet.
 """
@@ -44,6 +49,8 @@ REQUEST: Final = ord("R")  # items: (rid, batch number, x-request-id) + body
 CANCEL: Final = ord("C")  # items: (rid, 0) + b""; the client left or its deadline passed
 STOP: Final = ord("S")  # no items; finish what is running, then exit
 REVOKE: Final = ord("V")  # items: (rid, 0) + b"" of one held batch; give it back if not started yet
+PAUSE: Final = ord("P")  # items: (rid, 0) + b""; its client is behind: produce no more chunks until RESUME
+RESUME: Final = ord("U")  # items: (rid, 0) + b""; go on producing chunks
 
 # worker -> app
 READY: Final = ord("Y")  # one item: (0, capacity) + JSON {"pid", "device"}
@@ -55,7 +62,9 @@ LOG: Final = ord("L")  # one item: (0, 0) + JSON [key, value] from LitAPI.log, f
 REVOKED: Final = ord("G")  # items: (rid, 0) + b""; given back unstarted after a REVOKE; terminal for each rid
 HEARTBEAT: Final = ord("H")  # no items; from the worker's own thread and socket, every heartbeat_interval
 
-KINDS: Final = frozenset({REQUEST, CANCEL, STOP, REVOKE, READY, FAILED, RESULT, CHUNK, END, LOG, REVOKED, HEARTBEAT})
+KINDS: Final = frozenset(
+    {REQUEST, CANCEL, STOP, REVOKE, PAUSE, RESUME, READY, FAILED, RESULT, CHUNK, END, LOG, REVOKED, HEARTBEAT}
+)
 TERMINAL: Final = frozenset({RESULT, END})
 
 SOCKET_DIR_PREFIX: Final = "litserve-"  # the app's private (0700) directory for its ipc:// socket

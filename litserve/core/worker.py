@@ -234,6 +234,9 @@ class SyncRunner(Inbox):
                 logger.exception("a message from the app could not be handled")
         self.sock.close(linger=1000)
         self.stopping = True  # nothing more can arrive: the main thread finishes what it holds
+        with self.flow:
+            self.closed = True  # a paused stream can no longer be resumed: it goes on
+            self.flow.notify_all()
         self.wake.put(None)
 
     def accept(self, items: list[P.Item]) -> None:
@@ -305,8 +308,10 @@ class SyncRunner(Inbox):
             self._reply(replies)
 
     def _emit(self, rid: int, payload: bytes, status: int = 200, tag: bytes = b"") -> bool:
-        """Send one stream chunk; True if the request was cancelled meanwhile (the stream stops)."""
+        """Send one stream chunk, then wait out a PAUSE (the client is behind); True if the request
+        was cancelled meanwhile (the stream stops)."""
         self._send_out(P.CHUNK, [(rid, status, payload, tag)])
+        self.hold_while_paused(rid)
         return rid in self.cancelled
 
 
@@ -326,6 +331,7 @@ class AsyncRunner:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.batches: dict[int, list[int]] = {}  # rid -> rids of its batch, to cancel only whole batches
         self.cancelled: set[int] = set()
+        self.paused: dict[int, asyncio.Future[None]] = {}  # PAUSE: the stream's next chunk waits for RESUME
         self.outbox: list[P.Reply] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Future[None] | None = None
@@ -367,6 +373,16 @@ class AsyncRunner:
         elif kind == P.CANCEL:
             for it in items:
                 self._cancel(it.rid)
+        elif kind == P.PAUSE:
+            assert self._loop is not None
+            for it in items:
+                if it.rid in self.tasks and it.rid not in self.paused:
+                    self.paused[it.rid] = self._loop.create_future()
+        elif kind == P.RESUME:
+            for it in items:
+                resumed = self.paused.pop(it.rid, None)
+                if resumed is not None and not resumed.done():
+                    resumed.set_result(None)
         elif kind == P.STOP:
             assert self._stop is not None
             if not self._stop.done():
@@ -440,7 +456,15 @@ class AsyncRunner:
                 self.tasks.pop(rid, None)
                 self.batches.pop(rid, None)
                 self.cancelled.discard(rid)
+                self.paused.pop(rid, None)
 
-    def _emit(self, rid: int, payload: bytes, status: int = 200, tag: bytes = b"") -> bool:
+    def _emit(self, rid: int, payload: bytes, status: int = 200, tag: bytes = b"") -> asyncio.Future[None] | bool:
+        """Send one stream chunk; while a PAUSE holds, the stream awaits RESUME before its next chunk
+        (a CANCEL cancels the task, and so the wait). True if the request was cancelled meanwhile."""
         self._send(P.CHUNK, [(rid, status, payload, tag)])
-        return False  # a CANCEL cancels this request's task instead
+        if self._read_soon:  # a message waits: read it now, for a generator that never yields to the loop
+            self._on_readable()
+        paused = self.paused.get(rid)
+        if paused is not None:
+            return paused  # awaited by run_async; its result (None) means "not cancelled"
+        return rid in self.cancelled

@@ -1,0 +1,113 @@
+"""Flow control of streams over real HTTP and real workers: a client that reads slower than the model
+produces pauses its stream's worker (``stream_buffer``) instead of making the server hold the whole
+stream, gets every chunk in order once it reads again, and a client that stops reading is cut off at
+the timeout, which frees the worker.
+
+"What the worker did" is read from the API's log (tests/apis_stream.py: FloodAPI and friends).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+from apis_stream import AsyncFloodAPI, FloodAPI, FloodResponseAPI, read_log
+from support.http import metric
+from support.poll import poll_until, wait_for
+from support.servers import ThreadServer
+
+import litserve as ls
+
+N, SIZE = 1000, 65536  # a 64 MiB stream: far more than the buffers between the worker and the client
+BUFFER = 256 * 1024  # the server's stream_buffer in these tests
+# Chunks the worker may have made while the client reads nothing: the stream buffer, the chunks in
+# flight when the pause arrived, and the kernel's and the HTTP server's buffers (about 10 MiB on
+# loopback with autotuning); a stream that was never paused is made in full (N) in well under a second.
+PAUSED_AT_MOST = N // 2
+APIS = {"sync": FloodAPI, "async": AsyncFloodAPI, "StreamingResponse": FloodResponseAPI}
+
+
+def made(log, tag: str) -> int:
+    """The most chunks the worker's generator is known to have made for ``tag`` (logged every 50)."""
+    return max((rec.get("made", 0) for rec in read_log(log) if rec.get("tag") == tag), default=0)
+
+
+def closed(log, tag: str) -> int | None:
+    """How many chunks the generator had made when it was closed; None while it is open."""
+    return next((rec["closed"] for rec in read_log(log) if rec.get("tag") == tag and "closed" in rec), None)
+
+
+def text(line: str) -> str:
+    """A chunk as the API made it: a stream's str chunk is a JSON string line, a Response's body is raw."""
+    return json.loads(line) if line.startswith('"') else line
+
+
+def pauses(client: httpx.Client) -> float:
+    return metric(client, 'litserve_stream_pauses_total{route="/predict"}')
+
+
+@pytest.fixture(scope="module", params=list(APIS))
+def flood(request, tmp_path_factory):
+    log = tmp_path_factory.mktemp("flood") / "flood.log"
+    api = APIS[request.param](log=str(log))
+    app = ls.create_app(api, accelerator="cpu", devices=1, timeout=20, stream_buffer=BUFFER)
+    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as probe:
+        yield server, probe, log
+
+
+def test_a_slow_reader_pauses_its_worker_then_gets_every_chunk_in_order(flood):
+    server, probe, log = flood
+    tag = uuid.uuid4().hex
+    before = pauses(probe)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        with client.stream("POST", "/predict", json={"n": N, "size": SIZE, "tag": tag}) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            assert text(next(lines)) == f"{0:08d}".ljust(SIZE, "x")  # the stream runs; now the client stops reading
+            wait_for(lambda: pauses(probe) > before, timeout=20)
+            # Paused: the worker makes no more chunks while the client reads nothing (a stream that
+            # was not paused would be made in full long before this poll gives up).
+            assert not poll_until(lambda: made(log, tag) > PAUSED_AT_MOST, timeout=1.0)
+            assert closed(log, tag) is None
+            rest = [text(line) for line in lines]  # reading again resumes it, as often as needed
+    assert [line[:8] for line in rest] == [f"{i:08d}" for i in range(1, N)]
+    assert all(len(line) == SIZE for line in rest)
+    assert wait_for(lambda: closed(log, tag), timeout=10) == N
+    assert pauses(probe) >= before + 2  # it was paused again after resuming: the client never kept up
+
+
+def test_a_client_that_stops_reading_is_cut_off_at_the_timeout_and_its_worker_freed(tmp_path):
+    log = tmp_path / "flood.log"
+    app = ls.create_app(FloodAPI(log=str(log)), accelerator="cpu", devices=1, timeout=1.5, stream_buffer=BUFFER)
+    tag = uuid.uuid4().hex
+    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as probe:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            with client.stream("POST", "/predict", json={"n": N, "size": SIZE, "tag": tag}) as r:
+                assert r.status_code == 200
+                lines = r.iter_lines()  # kept: dropping the iterator would close the connection
+                next(lines)
+                # It reads nothing more: 1.5 s after the last chunk it took, the server gives up on it
+                # and the worker's generator is closed, far from the end of the stream.
+                stopped_at = wait_for(lambda: closed(log, tag), timeout=20)
+                assert stopped_at <= PAUSED_AT_MOST
+                assert metric(probe, 'litserve_timeouts_total{route="/predict"}') == 1
+                assert metric(probe, 'litserve_disconnects_total{route="/predict"}') == 0
+                assert pauses(probe) >= 1  # (several: the kernel's buffers took chunks before they filled)
+                # The one worker is free again while that client still holds its connection.
+                other = uuid.uuid4().hex
+                reply = probe.post("/predict", json={"n": 3, "size": 10, "tag": other})
+                assert reply.status_code == 200
+                assert [text(line) for line in reply.text.splitlines()] == [f"{i:08d}xx" for i in range(3)]
+
+
+def test_a_fast_reader_is_never_paused(flood):
+    server, probe, log = flood
+    tag = uuid.uuid4().hex
+    before = pauses(probe)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        reply = client.post("/predict", json={"n": 40, "size": 1000, "tag": tag})
+    assert reply.status_code == 200
+    assert [text(line)[:8] for line in reply.text.splitlines()] == [f"{i:08d}" for i in range(40)]
+    assert pauses(probe) == before  # 40 kB never fills a 256 KiB buffer
