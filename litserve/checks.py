@@ -3,16 +3,20 @@
 - the ``LitAPI`` instance must reach spawned workers: its class importable, its attributes picklable;
 - hook names one letter off (``set_up``, ``decode_requests``) are never called: warn, naming the hook;
 - the port must be free before the model loads, not after;
+- a script must start the server under ``if __name__ == "__main__":`` (workers import it again);
 - Lightning's LitServe installed beside this project shares its import name: warn.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import errno
 import functools
 import inspect
+import linecache
 import logging
+import os
 import pickle
 import socket
 import sys
@@ -55,6 +59,52 @@ def check_api(api: LitAPI) -> None:
     clash = other_litserve()
     if clash:
         logger.warning("%s", clash)
+
+
+class MissingMainGuard(ConfigurationError):
+    """``LitServer.run`` called from a script's top level, outside ``if __name__ == "__main__":``."""
+
+
+def check_main_guard() -> None:
+    """Raise MissingMainGuard when the script being run reaches ``LitServer.run`` outside the guard.
+
+    Workers are spawned: each imports the script again (as ``__mp_main__``), and a ``run()`` reached
+    from its top level would start a server in every worker too. multiprocessing refuses that with its
+    "bootstrapping phase" error, after a long traceback from each process; caught here instead, before
+    anything starts, in one line. Only the file the workers import again is judged: the main module's
+    file (not a launcher that ran it, nor a notebook, ``python -c`` or code without a file).
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not main_file:
+        return
+    main_file = os.path.realpath(main_file)
+    frame = sys._getframe(1)
+    while frame is not None:
+        path, line = frame.f_code.co_filename, frame.f_lineno
+        if frame.f_code.co_name == "<module>" and os.path.realpath(path) == main_file:
+            if _unguarded(path, line):
+                name = path.rsplit("/", 1)[-1]
+                raise MissingMainGuard(
+                    f"{name}:{line} starts the server at the top level of the script: the workers are spawned "
+                    f'processes that import {name} again, so start it under `if __name__ == "__main__":`'
+                )
+        frame = frame.f_back  # type: ignore[assignment]
+
+
+def _unguarded(path: str, line: int) -> bool:
+    """Whether ``line`` of the file at ``path`` lies outside every ``if`` that tests ``__name__``."""
+    source = "".join(linecache.getlines(path))
+    if not source:
+        return False
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and node.lineno <= line <= (node.end_lineno or node.lineno):
+            if any(isinstance(n, ast.Name) and n.id == "__name__" for n in ast.walk(node.test)):
+                return False
+    return True
 
 
 def _main_is_a_file() -> bool:

@@ -83,7 +83,8 @@ class LitServer:
         """Serve until SIGTERM/SIGINT. ``log_level`` is uvicorn's, the server's and the workers'.
 
         The port is bound before the workers start (and load the model): a busy port fails at once,
-        in one line naming it (exit status 1). A ``client.py`` that you wrote is never replaced.
+        in one line naming it (exit status 1), as does a script that calls ``run()`` outside
+        ``if __name__ == "__main__":``. A ``client.py`` that you wrote is never replaced.
 
         ``num_api_servers``, ``api_server_worker_type`` and ``pretty_logs`` are LitServe's and have no
         meaning here (one asyncio process serves HTTP): they are accepted with a warning. Other keyword
@@ -95,8 +96,9 @@ class LitServer:
         app.set_log_level(log_level)
         logs.configure(app.settings.log_level)
         try:
+            checks.check_main_guard()
             sock = checks.bind_port(host, port)
-        except checks.PortInUse as exc:
+        except (checks.MissingMainGuard, checks.PortInUse) as exc:
             logger.error("%s", exc)
             sys.exit(1)
         app.url = client_url(host, port, "")

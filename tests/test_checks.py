@@ -142,6 +142,34 @@ def test_a_busy_port_fails_in_one_line_before_any_worker_starts(tmp_path: Path):
         holder.close()
 
 
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "ls.LitServer(SquareAPI(), accelerator='cpu').run(host='127.0.0.1', port=0)\n",
+        "def main():\n    ls.LitServer(SquareAPI(), accelerator='cpu').run(host='127.0.0.1', port=0)\n\n\nmain()\n",
+    ],
+    ids=["run", "main"],
+)
+def test_run_outside_the_main_guard_fails_in_one_line_before_any_worker_starts(tmp_path: Path, tail: str):
+    """Without the guard every spawned worker would start a server too; said in one line naming the line,
+    instead of multiprocessing's "bootstrapping phase" traceback from each process."""
+    script = tmp_path / "serve.py"
+    script.write_text("import litserve as ls\nfrom apis import SquareAPI\n\n" + tail)
+    line = 4 if tail.startswith("ls.") else 8
+    with Proc.python([str(script)], tmp_path) as proc:
+        assert proc.wait_exit(60) == 1
+        assert proc.output().strip().splitlines() == [
+            f"ERROR:    litserve: serve.py:{line} starts the server at the top level of the script: the workers are "
+            'spawned processes that import serve.py again, so start it under `if __name__ == "__main__":`'
+        ]
+    assert not (tmp_path / "client.py").exists()  # nothing happened before the check
+    # a file that is no script's top level is not judged: the guard it has is found
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text("x = 1\nif __name__ == '__main__':\n    y = 2\n")
+    assert not checks._unguarded(str(guarded), 3) and checks._unguarded(str(guarded), 1)
+    assert not checks._unguarded("<stdin>", 1)
+
+
 def test_bind_port_names_the_port():
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
