@@ -197,8 +197,25 @@ def _json_sent_as_a_form(body: Mapping[object, object]) -> bool:
     return isinstance(name, str) and name.lstrip()[:1] in ("{", "[")
 
 
+def port_number(port: object) -> int:
+    """``port`` as an int; PortInUse (one line) when it is no port.
+
+    A string of digits is taken, as LitServe takes it: ``run(port=os.environ.get("PORT", 8000))``.
+    """
+    number = None
+    if isinstance(port, (int, str)) and not isinstance(port, bool):
+        try:
+            number = int(port)
+        except ValueError:
+            pass
+    if number is None or not 0 <= number <= 65535:
+        raise PortInUse(f"cannot listen on port {port!r}: a port is a number from 0 to 65535")
+    return number
+
+
 def bind_port(host: str, port: int) -> socket.socket:
     """A listening-ready socket bound to ``host:port``; PortInUse (one line, naming the port) if it can't be."""
+    port = port_number(port)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

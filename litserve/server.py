@@ -97,6 +97,7 @@ class LitServer:
         logs.configure(app.settings.log_level)
         try:
             checks.check_main_guard()
+            port = checks.port_number(port)
             sock = checks.bind_port(host, port)
         except (checks.MissingMainGuard, checks.PortInUse) as exc:
             logger.error("%s", exc)

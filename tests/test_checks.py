@@ -179,6 +179,10 @@ def test_bind_port_names_the_port():
             checks.bind_port("127.0.0.1", port)
     free = checks.bind_port("127.0.0.1", 0)
     free.close()
+    for bad in (99999, -1, "http", 8000.0, True, None):  # one line each, never an OverflowError traceback
+        with pytest.raises(checks.PortInUse, match=f"cannot listen on port {bad!r}: a port is a number from 0"):
+            checks.bind_port("127.0.0.1", bad)  # type: ignore[arg-type]
+    assert checks.port_number("8000") == 8000  # as LitServe takes it, from an environment variable
 
 
 def test_lightnings_litserve_installed_beside_is_named(tmp_path: Path, monkeypatch, caplog):

@@ -44,6 +44,7 @@ def run_uvicorn(
     configure_logging(log_level)
     if sock is None:
         try:
+            port = checks.port_number(port)
             sock = checks.bind_port(host, port)
         except checks.PortInUse as exc:
             logger.error("%s", exc)
