@@ -91,6 +91,26 @@ def test_the_start_banner_is_the_same_whichever_way_the_app_is_served(tmp_path: 
         proc.wait_exit(40)
 
 
+def test_client_file_without_a_server_says_so_in_two_lines(tmp_path: Path):
+    """Run before the server (or after it stopped), client.py says what to do, not a URLError traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    from litserve.core.client_file import write_client_file
+
+    with socket.socket() as bound:  # bound, never listening: a connection to it is refused
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        client = write_client_file("127.0.0.1", port, "/predict", {"input": 4.0}, path=str(tmp_path / "client.py"))
+        assert client is not None
+        run = subprocess.run([sys.executable, client], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and run.stdout == "", run.stdout + run.stderr
+    reach, hint = run.stderr.splitlines()
+    assert reach.startswith(f"Cannot reach http://127.0.0.1:{port}/predict: ") and "Connection refused" in reach
+    assert hint == "Is the server running? Start it, wait for its 'listening on' line, then try again."
+
+
 def test_client_file_is_written_then_kept_when_it_is_the_users(tmp_path: Path):
     # one worker ("1"): client.py is the app process's business
     (tmp_path / "lsmod.py").write_text(MODULE)

@@ -45,6 +45,11 @@ def main():
             status, body = response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         status, body = error.code, error.read().decode()
+    except OSError as error:  # refused, unreachable, timed out: no HTTP answer at all
+        reason = getattr(error, "reason", None) or error
+        print(f"Cannot reach {{URL}}: {{reason}}.", file=sys.stderr)
+        print("Is the server running? Start it, wait for its 'listening on' line, then try again.", file=sys.stderr)
+        return 1
     print("Status:", status)
     print("Response:", body)
     return 0 if status < 400 else 1
