@@ -345,3 +345,23 @@ class FloodResponseAPI(FloodAPI):
                 self._log(tag=x["tag"], closed=made)
 
         return StreamingResponse(body(), media_type="text/plain")
+
+
+class FloodLLM(_Logged, ls.LitAPI):
+    """FloodAPI behind ``OpenAISpec``: the last message's content "<tag> <n> <size>" -> n chunks of text."""
+
+    def __init__(self, log: str = "", **kw) -> None:
+        super().__init__(spec=ls.OpenAISpec(), **kw)
+        self.log_path = log
+
+    def predict(self, messages):
+        tag, n, size = messages[-1]["content"].split()
+        made = 0
+        try:
+            for i in range(int(n)):
+                if i % 50 == 0:
+                    self._log(tag=tag, made=i)
+                yield _flood_line(i, int(size))
+                made = i + 1
+        finally:
+            self._log(tag=tag, closed=made)

@@ -13,7 +13,7 @@ import uuid
 
 import httpx
 import pytest
-from apis_stream import AsyncFloodAPI, FloodAPI, FloodResponseAPI, read_log
+from apis_stream import AsyncFloodAPI, FloodAPI, FloodLLM, FloodResponseAPI, read_log
 from support.http import metric
 from support.poll import poll_until, wait_for
 from support.servers import ThreadServer
@@ -111,3 +111,29 @@ def test_a_fast_reader_is_never_paused(flood):
     assert reply.status_code == 200
     assert [text(line)[:8] for line in reply.text.splitlines()] == [f"{i:08d}" for i in range(40)]
     assert pauses(probe) == before  # 40 kB never fills a 256 KiB buffer
+
+
+def test_an_openai_stream_of_several_choices_pauses_too(tmp_path):
+    """``n`` > 1 choices are merged into one SSE stream: what waits for the client stays bounded there too."""
+    log = tmp_path / "flood.log"
+    app = ls.create_app(FloodLLM(log=str(log)), accelerator="cpu", devices=1, timeout=20, stream_buffer=BUFFER)
+    tag = uuid.uuid4().hex
+    body = {"model": "m", "messages": [{"role": "user", "content": f"{tag} {N} {SIZE}"}], "stream": True, "n": 2}
+    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as probe:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                assert r.status_code == 200
+                lines = (line for line in r.iter_lines() if line.startswith("data: "))
+                first = json.loads(next(lines)[6:])  # the stream runs; now the client stops reading
+                wait_for(lambda: pauses(probe) >= 1, timeout=20)
+                # Paused, and it stays so: the choices' chunks are not all pulled into the server.
+                assert not poll_until(lambda: made(log, tag) > PAUSED_AT_MOST, timeout=1.0)
+                assert closed(log, tag) is None
+                events = [first] + [json.loads(line[6:]) for line in lines if line != "data: [DONE]"]
+    content: dict[int, list[str]] = {0: [], 1: []}
+    for event in events:
+        for choice in event["choices"]:
+            if choice["delta"].get("content"):
+                content[choice["index"]].append(choice["delta"]["content"])
+    expected = [f"{i:08d}".ljust(SIZE, "x") for i in range(N)]  # each choice whole, in order
+    assert content == {0: expected, 1: expected}

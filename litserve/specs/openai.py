@@ -258,15 +258,19 @@ async def _stream(ex: Exchange, completion: Completion, calls: list[Any], includ
             await ex.start_stream(sse.HEADERS)
         await ex.write(sse.event(completion.finish_chunk(0)) + _tail(completion, include_usage), more=False)
         return
-    queue: asyncio.Queue[tuple[int, bytes | BaseException | None]] = asyncio.Queue()
+    # Bounded: a pump waits while the client is behind, so its call's chunks stay in the call, where
+    # they count against stream_buffer and pause its worker (an unbounded queue would hold them all).
+    queue: asyncio.Queue[tuple[int, bytes | BaseException | None]] = asyncio.Queue(len(calls))
 
     async def pump(index: int, call: Any) -> None:
         try:
             async for payload in ex.chunks(call):
-                queue.put_nowait((index, payload))
-            queue.put_nowait((index, None))
+                await queue.put((index, payload))
+            await queue.put((index, None))
+        except asyncio.CancelledError:  # the writer is gone: nobody would take what we put
+            raise
         except BaseException as exc:  # noqa: B036 - handed to the writer, which re-raises it
-            queue.put_nowait((index, exc))
+            await queue.put((index, exc))
 
     tasks = [asyncio.ensure_future(pump(i, c)) for i, c in enumerate(calls)]
     try:
