@@ -53,6 +53,14 @@ def test_help_lists_every_setting_and_its_default():
     assert "serve" in top.stdout and "dockerize" in top.stdout
 
 
+def test_version_names_the_distribution_and_where_it_is_imported_from(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    package = Path(ls.__file__).resolve().parent
+    assert capsys.readouterr().out.strip() == f"litserve-zmq {ls.__version__} (imported as litserve from {package})"
+
+
 def test_the_console_script_runs_the_same_command():
     exe = shutil.which("litserve")
     if exe is None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from .. import __version__
 from . import dockerize, serve
 
 __all__ = ("main",)
@@ -18,6 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="litserve",
         description="Serve a LitAPI over HTTP, or write a Dockerfile for a server file.",
+    )
+    # which project answers matters: Lightning's LitServe is imported as `litserve` too
+    where = Path(__file__).resolve().parents[1]
+    parser.add_argument(
+        "--version", action="version", version=f"litserve-zmq {__version__} (imported as litserve from {where})"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.add_parser(sub)
