@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 from apis_stream import AsyncFloodAPI, FloodAPI, FloodLLM, FloodResponseAPI, read_log
-from support.http import metric
+from support.http import metric, status_count
 from support.poll import poll_until, wait_for
 from support.servers import ThreadServer
 
@@ -93,13 +93,21 @@ def test_a_client_that_stops_reading_is_cut_off_at_the_timeout_and_its_worker_fr
                 stopped_at = wait_for(lambda: closed(log, tag), timeout=20)
                 assert stopped_at <= PAUSED_AT_MOST
                 assert metric(probe, 'litserve_timeouts_total{route="/predict"}') == 1
-                assert metric(probe, 'litserve_disconnects_total{route="/predict"}') == 0
                 assert pauses(probe) >= 1  # (several: the kernel's buffers took chunks before they filled)
-                # The one worker is free again while that client still holds its connection.
+                # The server closed the connection too, dropping what it held for it: the request is
+                # answered (504) while the client still reads nothing, and not counted as a disconnect.
+                wait_for(lambda: status_count(probe, 504) == 1, timeout=20)
+                assert metric(probe, 'litserve_connections_timed_out_total{phase="write"}') == 1
+                assert metric(probe, 'litserve_disconnects_total{route="/predict"}') == 0
+                # The one worker is free again.
                 other = uuid.uuid4().hex
                 reply = probe.post("/predict", json={"n": 3, "size": 10, "tag": other})
                 assert reply.status_code == 200
                 assert [text(line) for line in reply.text.splitlines()] == [f"{i:08d}xx" for i in range(3)]
+                # What the client gets when it reads again: what was in flight, then the cut.
+                with pytest.raises(httpx.HTTPError):
+                    for _ in lines:
+                        pass
 
 
 def test_a_fast_reader_is_never_paused(flood):
@@ -137,3 +145,25 @@ def test_an_openai_stream_of_several_choices_pauses_too(tmp_path):
                 content[choice["index"]].append(choice["delta"]["content"])
     expected = [f"{i:08d}".ljust(SIZE, "x") for i in range(N)]  # each choice whole, in order
     assert content == {0: expected, 1: expected}
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_an_openai_client_that_stops_reading_is_cut_off_at_the_timeout(tmp_path, n):
+    log = tmp_path / "flood.log"
+    app = ls.create_app(FloodLLM(log=str(log)), accelerator="cpu", devices=1, timeout=1.5, stream_buffer=BUFFER)
+    tag = uuid.uuid4().hex
+    body = {"model": "m", "messages": [{"role": "user", "content": f"{tag} {N} {SIZE}"}], "stream": True, "n": n}
+    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as probe:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                assert r.status_code == 200
+                lines = r.iter_lines()
+                next(lines)  # then nothing more
+                assert wait_for(lambda: closed(log, tag), timeout=20) <= PAUSED_AT_MOST
+                # The connection is closed, so the request is over (504) while the client reads nothing.
+                wait_for(lambda: status_count(probe, 504) == 1, timeout=20)
+                assert metric(probe, 'litserve_connections_timed_out_total{phase="write"}') == 1
+                assert metric(probe, 'litserve_disconnects_total{route="/predict"}') == 0
+                with pytest.raises(httpx.HTTPError):
+                    for _ in lines:
+                        pass

@@ -35,6 +35,7 @@ from ..errors import (
 )
 from . import protocol as P
 from .forms import is_form
+from .http_limits import ABORT_KEY
 from .http_limits import SCOPE_FLAG as BODY_TIMED_OUT
 from .metrics import Metrics
 from .pool import RUNNING, Call, Pool
@@ -131,7 +132,7 @@ class PredictEndpoint:
             await _send_error(send, exc, request_id)
             self.metrics.answered(exc.status, loop.time() - arrived)
             return
-        with RequestGuard(self, call, receive, arrived, loop) as guard:
+        with RequestGuard(self, call, receive, arrived, loop, scope.get(ABORT_KEY)) as guard:
             if self.stream:
                 status = await _send_stream(guard, send, request_id, sse)
             else:
@@ -207,13 +208,21 @@ class RequestGuard:
     The deadline is one timer: for a unary call at ``arrived + timeout``, armed only if the call is
     still waiting after ``WATCH_DELAY`` (most are answered sooner, and then cost no timer of their own
     beyond that one); for a stream it measures the gap since the last item and re-arms itself until a
-    gap exceeds ``timeout``.
+    gap exceeds ``timeout``. A stream whose gap passed while its consumer still held the last item
+    (blocked sending it: the client stopped reading) also has its connection closed with ``abort``,
+    else the connection and the chunks buffered for it would stay for as long as the client chose.
     """
 
-    __slots__ = ("_endpoint", "call", "_receive", "_loop", "_last", "_timer", "_watch", "_done")
+    __slots__ = ("_endpoint", "call", "_receive", "_loop", "_last", "_timer", "_watch", "_done", "_abort", "_out")
 
     def __init__(
-        self, endpoint: GuardOwner, call: Call, receive: Receive, arrived: float, loop: asyncio.AbstractEventLoop
+        self,
+        endpoint: GuardOwner,
+        call: Call,
+        receive: Receive,
+        arrived: float,
+        loop: asyncio.AbstractEventLoop,
+        abort: Callable[[], None] | None = None,
     ) -> None:
         self._endpoint = endpoint
         self.call = call
@@ -223,6 +232,8 @@ class RequestGuard:
         self._timer: asyncio.TimerHandle | None = None
         self._watch: asyncio.TimerHandle | asyncio.Task[None] | None = None
         self._done = False
+        self._abort = abort  # closes the client's connection at once (core/http_limits.py); None: cannot
+        self._out = False  # the consumer holds a stream item it has not come back from (sending it)
 
     def __enter__(self) -> RequestGuard:
         return self
@@ -269,12 +280,14 @@ class RequestGuard:
         """The next (kind, status, payload, tag) of a stream; END is the last one."""
         if self._done:
             raise StopAsyncIteration
+        self._out = False
         call = self.call
         item = await call.next_chunk()
         self._last = self._loop.time()
         self._done = item[0] != P.CHUNK
         if call.paused:  # its client is catching up: the worker may go on at half the stream buffer
             self._endpoint.pool.drained(call)
+        self._out = True
         return item
 
     def _on_deadline(self) -> None:
@@ -285,6 +298,10 @@ class RequestGuard:
         endpoint = self._endpoint
         endpoint.metrics.timeouts.inc()
         endpoint.pool.cancel(self.call, RequestTimeout(f"the request did not complete within {endpoint.timeout}s"))
+        if self._out and self._abort is not None:  # stuck sending: the client took nothing for ``timeout``
+            if isinstance(self._watch, asyncio.Task):
+                self._watch.cancel()  # its connection ends because we close it, not because the client left
+            self._abort()
 
     def _on_slow(self) -> None:
         self._watch = self._loop.create_task(self._watch_disconnect())

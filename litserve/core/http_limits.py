@@ -57,6 +57,9 @@ except ImportError:  # pragma: no cover - Windows: no RLIMIT_NOFILE to raise
 logger = logging.getLogger("litserve")
 
 SCOPE_FLAG = "litserve.body_timed_out"  # set in a request's scope when its body missed the deadline
+# In a request's scope: closes its connection at once, dropping what is buffered for it (a stream's
+# client that stopped reading; core/handler.py). Absent where these protocol classes are not installed.
+ABORT_KEY = "litserve.abort"
 
 _IDLE, _HEADERS, _BODY, _BUSY = 0, 1, 2, 3  # where a connection is; a timer runs only in _HEADERS/_BODY
 
@@ -224,6 +227,7 @@ class _Guard:
             self._lit_timer = self.loop.call_later(timeout, self._lit_expired)
 
     def _lit_request(self, cycle: Any) -> None:
+        cycle.scope[ABORT_KEY] = self._lit_abort
         self._lit_cancel()
         self._lit_board.idle.pop(self, None)
         timeout = self._lit_limits.body_timeout
@@ -238,6 +242,14 @@ class _Guard:
         if self._lit_timer is not None:
             self._lit_timer.cancel()
             self._lit_timer = None
+
+    def _lit_abort(self) -> None:
+        """Close now, without flushing: the client stopped reading its response, and what is buffered
+        for it would otherwise wait (with the connection) for as long as it chooses not to read."""
+        if self not in self._lit_board.open:
+            return  # gone already
+        self._lit_board.count("write_timeout")
+        self.transport.abort()
 
     def _lit_expired(self) -> None:
         self._lit_timer = None

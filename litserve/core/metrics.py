@@ -120,7 +120,8 @@ class AppMetrics:
         )
         self.connections_timed_out = Counter(
             "litserve_connections_timed_out",
-            "Connections closed by a read deadline: headers (header_timeout), body, idle keep-alive.",
+            "Connections closed by a deadline: headers (header_timeout), body, idle keep-alive, "
+            "write (a stream's client stopped reading for timeout).",
             ["phase"],
             registry=reg,
         )
@@ -136,6 +137,7 @@ class AppMetrics:
             "header_timeout": self.connections_timed_out.labels("headers"),
             "body_timeout": self.connections_timed_out.labels("body"),
             "idle_timeout": self.connections_timed_out.labels("idle"),
+            "write_timeout": self.connections_timed_out.labels("write"),
         }
         self.routes: list[Metrics] = []
 

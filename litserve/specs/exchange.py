@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..core import protocol as P
 from ..core.handler import CallGuard, key_accepted, new_request_id, read_body, unread_status
+from ..core.http_limits import ABORT_KEY
 from ..core.metrics import Metrics
 from ..core.pool import RUNNING, Call, Pool
 from ..errors import ClientDisconnected, RequestError, startup_failed
@@ -160,12 +161,20 @@ class Exchange:
 
         The gap between chunks is bounded by ``timeout``, as on the model route (``RequestGuard``).
         """
-        with CallGuard(self.ctx, call, self.receive, self.loop.time(), self.loop) as guard:
+        abort = self._cut_off if ABORT_KEY in self.scope else None
+        with CallGuard(self.ctx, call, self.receive, self.loop.time(), self.loop, abort) as guard:
             async for kind, status, payload, _tag in guard:
                 if kind == P.CHUNK:
                     yield payload
                 elif status != 200:
                     raise OpenAIError.from_reply(status, payload)
+
+    def _cut_off(self) -> None:
+        """A stream's client took nothing for ``timeout`` (its call timed out while a chunk waited for
+        it): close the connection now (core/http_limits.py), as the model route does. Not a disconnect."""
+        if self._watch is not None:
+            self._watch.cancel()
+        self.scope[ABORT_KEY]()
 
     def close(self) -> None:
         """Cancel every call still running and stop the watch: whatever way the handler left."""
