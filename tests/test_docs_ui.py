@@ -84,6 +84,20 @@ def test_404_is_json_and_says_where_the_model_is():
     assert "POST /v1/square" in r.json()["detail"] and "/docs" in r.json()["detail"]
 
 
+def test_404_names_a_specs_routes_each_once_with_its_method():
+    from apis_openai import EchoLLM, HashEmbedder
+
+    chat = _client(ls.create_app(EchoLLM(spec=ls.OpenAISpec()), accelerator="cpu")).post("/predict")
+    assert chat.status_code == 404
+    assert chat.json()["detail"] == (
+        "Not Found: no route for POST /predict; the model is at POST /v1/chat/completions, GET /v1/models, "
+        "and /docs lists every route"
+    )
+    apis = [SquareAPI(api_path="/square"), HashEmbedder(spec=ls.OpenAIEmbeddingSpec())]
+    both = _client(ls.create_app(apis, accelerator="cpu")).get("/nope").json()["detail"]
+    assert "the model is at POST /square, POST /v1/embeddings, GET /v1/models, and" in both, both
+
+
 def test_404_inside_a_mount_names_the_mounted_route():
     host = Starlette()
     host.mount("/model", ls.create_app(SquareAPI(), accelerator="cpu"))

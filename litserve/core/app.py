@@ -89,8 +89,18 @@ class LitApp(Starlette):
             *docs_ui.routes(self._openapi, self._title),
             *mcp_routes(tools, settings.api_key),
         ]
-        model_paths = [path for e in self.endpoints for r in e.routes if (path := getattr(r, "path", None))]
-        super().__init__(routes=routes, lifespan=self._lifespan, exception_handlers=docs_ui.error_handlers(model_paths))
+        model_routes = [  # each once: two specs may share GET /v1/models
+            f"{method} {r.path}"
+            for e in self.endpoints
+            for r in e.routes
+            if isinstance(r, Route)
+            for method in ("POST", "GET")  # not the HEAD that comes with GET, nor a CORS preflight's OPTIONS
+            if method in (r.methods or ())
+        ]
+        model_routes = list(dict.fromkeys(model_routes))
+        super().__init__(
+            routes=routes, lifespan=self._lifespan, exception_handlers=docs_ui.error_handlers(model_routes)
+        )
         self.extras.install(self)  # middlewares=, and the apps loggers mount
         for pool in self.pools:
             pool.on_started = self._log_started

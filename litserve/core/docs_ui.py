@@ -100,12 +100,15 @@ def routes(schema: dict[str, Any], title: str) -> list[Route]:
     ]
 
 
-def error_handlers(model_paths: list[str]) -> dict[Any, Any]:
-    """404 and 405 as JSON ``{"detail": ...}``, like every other error, saying what would work."""
+def error_handlers(model_routes: list[str]) -> dict[Any, Any]:
+    """404 and 405 as JSON ``{"detail": ...}``, like every other error, saying what would work.
+
+    ``model_routes`` are the models' routes as ``"POST /predict"`` (a spec's: ``"GET /v1/models"`` too).
+    """
 
     async def not_found(request: Request, exc: Exception) -> Response:
         root = request.scope.get("root_path", "")
-        where = ", ".join(f"POST {root}{path}" for path in model_paths) or "not routed"
+        where = ", ".join(route.replace(" ", f" {root}", 1) for route in model_routes) or "not routed"
         detail = (
             f"Not Found: no route for {request.method} {request.url.path}; the model is at {where}, "
             f"and {root}/docs lists every route"
