@@ -161,6 +161,8 @@ def invalid_json(reason: object) -> BadRequest:
     text = str(reason)
     for prefix in ("Invalid JSON: ", "invalid JSON: "):
         text = text.removeprefix(prefix)
+    if text.startswith("EOF while parsing a value at line 1 column 0"):  # the parser's words for b""
+        return BadRequest("the body is empty: send a JSON value, with Content-Type: application/json")
     return BadRequest(f"the body is not valid JSON: {text}" if text else "the body is not valid JSON")
 
 

@@ -42,9 +42,11 @@ def test_malformed_json_is_400(square):
     assert "not valid JSON" in r.json()["detail"]
 
 
-def test_empty_body_is_400(square):
-    r = square.post("/predict", content=b"")
-    assert r.status_code == 400
+def test_empty_body_is_400(square, pydantic_server):
+    for client in (square, pydantic_server):  # parsed in the worker, and in the server against the model
+        r = client.post("/predict", content=b"")
+        assert r.status_code == 400
+        assert r.json() == {"detail": "the body is empty: send a JSON value, with Content-Type: application/json"}
 
 
 def test_user_exception_is_500_and_worker_lives(behaviour):
