@@ -213,8 +213,11 @@ def port_number(port: object) -> int:
     return number
 
 
-def bind_port(host: str, port: int) -> socket.socket:
-    """A listening-ready socket bound to ``host:port``; PortInUse (one line, naming the port) if it can't be."""
+def bind_port(host: str, port: int, *, other_port: str = "pass another port to run(port=...)") -> socket.socket:
+    """A listening-ready socket bound to ``host:port``; PortInUse (one line, naming the port) if it can't be.
+
+    ``other_port`` says how the caller's user picks another port (``litserve serve``: its ``--port``).
+    """
     port = port_number(port)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -227,8 +230,7 @@ def bind_port(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(
-                f"port {port} is already in use on {host or '0.0.0.0'}: stop the process holding it, "
-                f"or pass another port to run(port=...)"
+                f"port {port} is already in use on {host or '0.0.0.0'}: stop the process holding it, or {other_port}"
             ) from None
         raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)

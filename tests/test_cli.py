@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,21 @@ def test_help_lists_every_setting_and_its_default():
     assert "do not log each request (default" not in flat  # store_false's True would read as "off by default"
     top = litserve("--help")
     assert "serve" in top.stdout and "dockerize" in top.stdout
+
+
+def test_a_busy_or_impossible_port_fails_in_one_line_naming_the_flag(capsys):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        status, err = in_process("serve", "apis_deploy:api", "--host", "127.0.0.1", "--port", str(port), capsys=capsys)
+    assert status == 1
+    assert err == (
+        f"litserve serve: port {port} is already in use on 127.0.0.1: stop the process holding it, "
+        "or pass another --port\n"
+    )
+    status, err = in_process("serve", "apis_deploy:api", "--port", "99999", capsys=capsys)
+    assert status == 1 and err == "litserve serve: cannot listen on port 99999: a port is a number from 0 to 65535\n"
 
 
 def test_version_names_the_distribution_and_where_it_is_imported_from(capsys):

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import checks
 from ..api import LitAPI
 from ..config import Settings
 from ..core.app import LitApp, create_app
@@ -136,7 +137,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.forwarded_allow_ips is not None:
         options["forwarded_allow_ips"] = args.forwarded_allow_ips
     try:
-        return run_uvicorn(app, args.host, args.port, log_level=args.log_level, **options)
+        sock = checks.bind_port(args.host, args.port, other_port="pass another --port")
+    except checks.PortInUse as exc:
+        sys.stderr.write(f"litserve serve: {exc}\n")
+        return 1
+    try:
+        return run_uvicorn(app, args.host, args.port, log_level=args.log_level, sock=sock, **options)
     except LitServeError as exc:  # e.g. the port is taken
         sys.stderr.write(f"litserve serve: {exc}\n")
         return 1
