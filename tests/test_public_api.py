@@ -45,6 +45,17 @@ def test_all_is_exactly_the_public_names_and_each_is_importable():
     assert set(ns) - {"__builtins__"} == PUBLIC
 
 
+def test_specs_are_importable_from_litserve_specs_as_in_litserve():
+    from litserve.specs import OpenAIEmbeddingSpec, OpenAISpec
+
+    assert OpenAISpec is ls.OpenAISpec and OpenAIEmbeddingSpec is ls.OpenAIEmbeddingSpec
+    import litserve.specs
+
+    assert set(litserve.specs.__all__) <= set(dir(litserve.specs))
+    with pytest.raises(AttributeError, match="has no attribute 'WebSocketSpec'"):
+        litserve.specs.WebSocketSpec  # noqa: B018
+
+
 def test_exception_hierarchy():
     assert issubclass(ls.ConfigurationError, ls.LitServeError) and issubclass(ls.ConfigurationError, ValueError)
     assert issubclass(ls.WorkerStartupError, ls.LitServeError)
