@@ -243,6 +243,8 @@ class AsyncStreamAPI(_Logged, ls.LitAPI):
     {"op": "gated", "gate": p, "n": 3}       -> chunk 0, then awaits the file p before each next chunk;
                                                 logs "cancelled" / "closed" from the generator
     {"op": "raise_after", "n": 2}            -> 1 chunk, then ValueError
+    {"op": "blocking", "n": 3}               -> chunks made by a blocking call, never yielding to the loop
+                                                between them; its ``finally`` awaits, then logs "cleaned"
     """
 
     def __init__(self, log: str = "", **kw) -> None:
@@ -255,6 +257,15 @@ class AsyncStreamAPI(_Logged, ls.LitAPI):
     async def predict(self, x):
         tag = x.get("tag")
         try:
+            if x.get("op") == "blocking":
+                try:
+                    for i in range(x.get("n", 3)):
+                        time.sleep(0.005)  # model: a blocking call per chunk (a sync model inside async predict)
+                        yield {"i": i}
+                finally:
+                    await asyncio.sleep(0)  # model: async cleanup (release a slot, close a session)
+                    self._log(tag=tag, cleaned=True)
+                return
             if "barrier" in x:
                 barrier = self.barriers.setdefault(x["barrier"], _Barrier(x["k"]))
                 yield {"passed": await barrier.wait(timeout=5.0)}

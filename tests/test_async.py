@@ -150,6 +150,18 @@ def test_async_generator_error_mid_stream(async_stream_server):
     ]
 
 
+def test_a_stream_that_never_yields_to_the_loop_stops_at_a_disconnect_and_cleans_up(async_stream_server):
+    """Its worker reads the CANCEL between two chunks (the loop never gets to); the generator is
+    closed, and its ``finally`` runs whole, its own awaits included."""
+    t = tag()
+    with httpx.Client(base_url=str(async_stream_server.base_url), timeout=30) as own:
+        with own.stream("POST", "/predict", json={"op": "blocking", "n": 2000, "tag": t}) as r:
+            assert json.loads(next(r.iter_lines())) == {"i": 0}
+    wait_for(lambda: {"closed": True} in events(async_stream_server.log, t), timeout=20)
+    assert events(async_stream_server.log, t) == [{"cleaned": True}, {"closed": True}]
+    wait_for(lambda: in_flight(async_stream_server) == 0)
+
+
 def test_disconnect_mid_stream_cancels_the_async_generator(async_stream_server, tmp_path):
     t, gate = tag(), tmp_path / "never"
     with httpx.Client(base_url=str(async_stream_server.base_url), timeout=30) as own:

@@ -159,7 +159,8 @@ def test_an_openai_client_that_stops_reading_is_cut_off_at_the_timeout(tmp_path,
                 assert r.status_code == 200
                 lines = r.iter_lines()
                 next(lines)  # then nothing more
-                assert wait_for(lambda: closed(log, tag), timeout=20) <= PAUSED_AT_MOST
+                wait_for(lambda: closed(log, tag) is not None, timeout=20)  # the generator closed early
+                assert closed(log, tag) < N
                 # The connection is closed, so the request is over (504) while the client reads nothing.
                 wait_for(lambda: status_count(probe, 504) == 1, timeout=20)
                 assert metric(probe, 'litserve_connections_timed_out_total{phase="write"}') == 1

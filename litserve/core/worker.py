@@ -407,7 +407,10 @@ class AsyncRunner:
         if task is None:
             return
         self.cancelled.add(rid)
-        if all(r in self.cancelled for r in self.batches[rid]):
+        # A task reading its own CANCEL (in ``_emit``) stops its stream there, by itself: cancelling
+        # it too would throw CancelledError into the cleanup that follows (the user's generators'
+        # ``finally``, at their first await).
+        if all(r in self.cancelled for r in self.batches[rid]) and task is not asyncio.current_task():
             task.cancel()
 
     def _send(self, kind: int, replies: list[P.Reply]) -> None:
@@ -460,11 +463,14 @@ class AsyncRunner:
 
     def _emit(self, rid: int, payload: bytes, status: int = 200, tag: bytes = b"") -> asyncio.Future[None] | bool:
         """Send one stream chunk; while a PAUSE holds, the stream awaits RESUME before its next chunk
-        (a CANCEL cancels the task, and so the wait). True if the request was cancelled meanwhile."""
+        (a CANCEL cancels the task, and so the wait). True if the request was cancelled meanwhile:
+        a CANCEL read here, for a generator that never yields to the loop, stops the stream this way."""
         self._send(P.CHUNK, [(rid, status, payload, tag)])
         if self._read_soon:  # a message waits: read it now, for a generator that never yields to the loop
             self._on_readable()
+        if rid in self.cancelled:  # (read just now: see _cancel) the stream stops; no RESUME will come
+            return True
         paused = self.paused.get(rid)
         if paused is not None:
             return paused  # awaited by run_async; its result (None) means "not cancelled"
-        return rid in self.cancelled
+        return False
