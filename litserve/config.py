@@ -43,7 +43,7 @@ class SettingsArgs(TypedDict, total=False):
     timeout: float | bool | None
     max_queue_size: int
     max_payload_size: int | str
-    stream_buffer: int | str | None
+    stream_buffer: int | str | bool | None
     startup_timeout: float
     shutdown_grace: float
     api_key: str | None
@@ -92,7 +92,8 @@ class Settings:
         max_payload_size: largest request body in bytes (given as an int or as ``"10MB"``); beyond it, 413.
         stream_buffer: bytes of a stream's chunks the server holds for a client that reads slower than
             the model produces (an int or ``"1MiB"``); past it the worker pauses that stream until half
-            is sent, so a slow client costs bounded memory, never the whole stream. ``None``: unbounded.
+            is sent, so a slow client costs bounded memory, never the whole stream. ``None`` (or ``False``):
+            unbounded.
             A stream that shares its worker's generator with others (batched, continuous batching)
             is never paused.
         startup_timeout: seconds a worker's ``setup`` may take before it counts as failed.
@@ -351,7 +352,7 @@ _CHECKS = {
     "timeout": _timeout,
     "max_queue_size": _count,
     "max_payload_size": lambda name, value: parse_size(value, name),
-    "stream_buffer": lambda name, value: None if value is None else parse_size(value, name),
+    "stream_buffer": lambda name, value: None if value is None or value is False else parse_size(value, name),
     "startup_timeout": lambda name, value: _number(name, value, low=0),
     "shutdown_grace": lambda name, value: _number(name, value, low=0),
     "api_key": _api_key,

@@ -35,6 +35,8 @@ def test_build_checks_once_and_replace_checks_again():
     s = ls.Settings.build(timeout=False, max_payload_size="1.5KiB", log_level="debug", api_key="")
     assert (s.timeout, s.max_payload_size, s.log_level, s.api_key) == (None, 1536, logging.DEBUG, None)
     assert s.replace(log_level="warning").log_level == logging.WARNING
+    # stream_buffer: a size, or off (None, or False as every other setting that can be off)
+    assert [s.replace(stream_buffer=v).stream_buffer for v in ("2MiB", 4096, None, False)] == [2**21, 4096, None, None]
     with pytest.raises(ls.ConfigurationError, match="log_level"):
         s.replace(log_level="loud")
     with pytest.raises(ls.ConfigurationError, match="unknown setting.*timeuot"):

@@ -26,6 +26,7 @@ BUFFER = 256 * 1024  # the server's stream_buffer in these tests
 # flight when the pause arrived, and the kernel's and the HTTP server's buffers (about 10 MiB on
 # loopback with autotuning); a stream that was never paused is made in full (N) in well under a second.
 PAUSED_AT_MOST = N // 2
+WRITE_TIMEOUTS = 'litserve_connections_timed_out_total{phase="write"}'  # connections cut off: not reading
 APIS = {"sync": FloodAPI, "async": AsyncFloodAPI, "StreamingResponse": FloodResponseAPI}
 
 
@@ -97,7 +98,7 @@ def test_a_client_that_stops_reading_is_cut_off_at_the_timeout_and_its_worker_fr
                 # The server closed the connection too, dropping what it held for it: the request is
                 # answered (504) while the client still reads nothing, and not counted as a disconnect.
                 wait_for(lambda: status_count(probe, 504) == 1, timeout=20)
-                assert metric(probe, 'litserve_connections_timed_out_total{phase="write"}') == 1
+                assert metric(probe, WRITE_TIMEOUTS) == 1
                 assert metric(probe, 'litserve_disconnects_total{route="/predict"}') == 0
                 # The one worker is free again.
                 other = uuid.uuid4().hex
@@ -147,24 +148,32 @@ def test_an_openai_stream_of_several_choices_pauses_too(tmp_path):
     assert content == {0: expected, 1: expected}
 
 
-@pytest.mark.parametrize("n", [1, 2])
-def test_an_openai_client_that_stops_reading_is_cut_off_at_the_timeout(tmp_path, n):
-    log = tmp_path / "flood.log"
+@pytest.fixture(scope="module")
+def openai_short(tmp_path_factory):
+    log = tmp_path_factory.mktemp("flood") / "flood.log"
     app = ls.create_app(FloodLLM(log=str(log)), accelerator="cpu", devices=1, timeout=1.5, stream_buffer=BUFFER)
+    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as probe:
+        yield server, probe, log
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_an_openai_client_that_stops_reading_is_cut_off_at_the_timeout(openai_short, n):
+    server, probe, log = openai_short
     tag = uuid.uuid4().hex
     body = {"model": "m", "messages": [{"role": "user", "content": f"{tag} {N} {SIZE}"}], "stream": True, "n": n}
-    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as probe:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            with client.stream("POST", "/v1/chat/completions", json=body) as r:
-                assert r.status_code == 200
-                lines = r.iter_lines()
-                next(lines)  # then nothing more
-                wait_for(lambda: closed(log, tag) is not None, timeout=20)  # the generator closed early
-                assert closed(log, tag) < N
-                # The connection is closed, so the request is over (504) while the client reads nothing.
-                wait_for(lambda: status_count(probe, 504) == 1, timeout=20)
-                assert metric(probe, 'litserve_connections_timed_out_total{phase="write"}') == 1
-                assert metric(probe, 'litserve_disconnects_total{route="/predict"}') == 0
-                with pytest.raises(httpx.HTTPError):
-                    for _ in lines:
-                        pass
+    answered, cut = status_count(probe, 504), metric(probe, WRITE_TIMEOUTS)
+    disconnects = metric(probe, 'litserve_disconnects_total{route="/predict"}')
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            next(lines)  # then nothing more
+            wait_for(lambda: closed(log, tag) is not None, timeout=20)  # the generator closed early
+            assert closed(log, tag) < N
+            # The connection is closed, so the request is over (504) while the client reads nothing.
+            wait_for(lambda: status_count(probe, 504) == answered + 1, timeout=20)
+            assert metric(probe, WRITE_TIMEOUTS) == cut + 1
+            assert metric(probe, 'litserve_disconnects_total{route="/predict"}') == disconnects
+            with pytest.raises(httpx.HTTPError):
+                for _ in lines:
+                    pass
