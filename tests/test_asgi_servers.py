@@ -32,7 +32,7 @@ SERVERS = {
             "-m",
             "gunicorn",
             "-k",
-            "uvicorn.workers.UvicornWorker",
+            "uvicorn_worker.UvicornWorker",
             "-w",
             "1",
             "-b",

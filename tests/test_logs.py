@@ -51,6 +51,7 @@ MODULE = textwrap.dedent(
 WAYS = {
     "LitServer.run": (["lsmod.py", "{port}"], ""),
     "uvicorn": (["-m", "uvicorn", "lsmod:app", "--host", "127.0.0.1", "--port", "{port}"], ""),
+    # uvicorn's own (deprecated) worker class here, uvicorn-worker's in test_mounting and test_asgi_servers
     "gunicorn": (["-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-b", "127.0.0.1:{port}", "lsmod:app"], ""),
     "mounted": (["-m", "uvicorn", "lsmod:host", "--host", "127.0.0.1", "--port", "{port}"], "/model"),
 }

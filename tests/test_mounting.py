@@ -1,6 +1,6 @@
 """The model app inside other apps and servers: mounted in Starlette or FastAPI (lazy start on the
 first request, or eager start in the host's lifespan), and served by ``uvicorn mod:app`` and by
-``gunicorn -k uvicorn.workers.UvicornWorker -w 2 mod:app`` in subprocesses."""
+``gunicorn -k uvicorn_worker.UvicornWorker -w 2 mod:app`` in subprocesses."""
 
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def test_gunicorn_two_http_processes(module_dir, tmp_path):
         "-m",
         "gunicorn",
         "-k",
-        "uvicorn.workers.UvicornWorker",
+        "uvicorn_worker.UvicornWorker",
         "-w",
         "2",
         "-b",

@@ -376,7 +376,7 @@ def create_app(apis: LitAPI | Sequence[LitAPI], **settings: Unpack[ServerArgs]) 
 
     Every keyword is a server setting (``help(litserve.Settings)`` says what each means); they are
     checked here, once, and a bad one raises ``ConfigurationError`` naming it. The app is an ordinary
-    Starlette app: ``uvicorn mod:app``, ``gunicorn -k uvicorn.workers.UvicornWorker mod:app``, or
+    Starlette app: ``uvicorn mod:app``, ``gunicorn -k uvicorn_worker.UvicornWorker mod:app``, or
     ``host.mount("/model", app)`` (then ``async with app.running():`` in the host's lifespan starts
     the workers with it; without it the first request does).
     """
