@@ -138,7 +138,9 @@ def test_bad_targets_say_what_is_wrong(tmp_path, monkeypatch, capsys):
     status, err = in_process("serve", "empty:x", *here, capsys=capsys)
     assert status == 2 and "is a int" in err
     status, err = in_process("serve", "apis_deploy:api", "--timeout", "-1", "--app-dir", str(HERE), capsys=capsys)
-    assert status == 2 and "timeout" in err
+    assert status == 2 and err.startswith("litserve serve: --timeout: timeout must be"), err
+    status, err = in_process("serve", "apis_deploy:api", "--workers", "0", "--app-dir", str(HERE), capsys=capsys)
+    assert status == 2 and err.startswith("litserve serve: --workers: workers_per_device must be"), err
 
 
 @pytest.mark.slow

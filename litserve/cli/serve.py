@@ -125,8 +125,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     settings = {name: getattr(args, name) for _, name, _, _ in SETTINGS_FLAGS if hasattr(args, name)}
     try:
         app = load_app(args.target, settings, app_dir=args.app_dir)
-    except (TargetError, ConfigurationError) as exc:
+    except TargetError as exc:
         sys.stderr.write(f"litserve serve: {exc}\n")
+        return USAGE_ERROR
+    except ConfigurationError as exc:
+        sys.stderr.write(f"litserve serve: {_name_the_flag(str(exc), settings)}\n")
         return USAGE_ERROR
     if isinstance(app, LitApp):
         app.set_log_level(args.log_level)  # the workers log at the server's level, as under LitServer.run
@@ -146,6 +149,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except LitServeError as exc:  # e.g. the port is taken
         sys.stderr.write(f"litserve serve: {exc}\n")
         return 1
+
+
+def _name_the_flag(message: str, given: dict[str, Any]) -> str:
+    """A settings error names the setting (``timeout must be ...``); on the command line, name its flag too."""
+    for flag, name, _, _ in SETTINGS_FLAGS:
+        if name in given and (message.startswith(f"{name} ") or message.startswith(f"{name}=")):
+            return f"{flag}: {message}"
+    return message
 
 
 def load_app(target: str, settings: dict[str, Any], *, app_dir: str = ".") -> Any:
