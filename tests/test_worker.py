@@ -42,6 +42,11 @@ class Loop:
         self.out.setsockopt(zmq.LINGER, 0)
         self.out.setsockopt(zmq.IDENTITY, b"w0" + P.REPLY_SUFFIX)
         self.out.connect(addr)
+        # As the real worker does: a first message on the reply socket, after which the app may send
+        # there the requests that start at once (so the ROUTER knows that identity too).
+        self.out.send_multipart(P.encode(P.HEARTBEAT))
+        assert self.router.poll(5000), "no hello from the reply socket"
+        assert self.router.recv_multipart()[0] == b"w0" + P.REPLY_SUFFIX
         self.api = RecordingAPI()
         self.api.setup("cpu")
         self.runner = SyncRunner(self.api, self.dealer, self.out)
@@ -55,12 +60,14 @@ class Loop:
         except BaseException as exc:  # surfaced by the test, not swallowed by the thread
             self.error = exc
 
-    def send(self, *frames: bytes) -> None:
-        self.router.send_multipart([b"w0", *frames])
+    def send(self, *frames: bytes, to: bytes = b"w0") -> None:
+        self.router.send_multipart([to, *frames])
 
-    def request(self, rid: int, body: object, tag: bytes = b"") -> None:
+    def request(self, rid: int, body: object, tag: bytes = b"", direct: bool = False) -> None:
+        """REQUEST ``rid``; ``direct``: to the reply socket, as the app sends a batch that starts at once."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send(P.header(P.REQUEST), P.item_head(rid, 0, tag or b"req-%d" % rid), raw)
+        to = b"w0" + P.REPLY_SUFFIX if direct else b"w0"
+        self.send(P.header(P.REQUEST), P.item_head(rid, 0, tag or b"req-%d" % rid), raw, to=to)
 
     def cancel(self, rid: int) -> None:
         self.send(*P.encode(P.CANCEL, [(rid, 0, b"")]))
@@ -305,3 +312,29 @@ def test_async_request_cancelled_before_it_starts_still_gets_its_one_reply():
         router.close()
         dealer.close()
         ctx.term()
+
+
+def test_a_request_sent_to_the_reply_socket_runs_like_one_sent_to_the_reading_thread(loop):
+    loop.request(1, {"value": "direct"}, direct=True)
+    assert loop.replies(1) == {1: (P.RESULT, 200, b'{"echo":"direct"}')}
+    loop.request(2, {"op": "block"}, direct=True)
+    assert loop.api.entered.wait(5)
+    loop.request(3, {"value": "held"})  # held behind it, through the reading thread
+    loop.api.release.set()
+    got = loop.replies(2)
+    assert got[3] == (P.RESULT, 200, b'{"echo":"held"}')
+    assert [c.get("value") for c in loop.api.calls] == ["direct", None, "held"]
+
+
+def test_a_cancel_that_overtakes_its_direct_request_is_honoured(loop):
+    # The app sends a request that starts at once to the reply socket and its CANCEL to the reading
+    # thread's: the CANCEL can be read first. The request must still not run.
+    loop.request(1, {"op": "block"})
+    assert loop.api.entered.wait(5)  # the main thread is busy: request 2 will wait, unread, on ``out``
+    loop.cancel(2)
+    wait_for(lambda: 2 in loop.runner.early_cancels)
+    loop.request(2, {"value": "cancelled before it was read"}, direct=True)
+    loop.api.release.set()
+    got = loop.replies(2)
+    assert got[2] == (P.RESULT, CANCELLED, b"")
+    assert [c.get("value") for c in loop.api.calls] == [None]  # only the blocked one ran

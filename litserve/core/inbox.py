@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
 
 import zmq
 
@@ -30,6 +31,7 @@ class Inbox(ABC):
         self.known: set[int] = set()  # received, no terminal reply sent yet
         self.cancelled: set[int] = set()
         self.paused: set[int] = set()  # streams whose client is behind (PAUSE): no chunk until RESUME
+        self.early_cancels: deque[int] = deque(maxlen=256)  # CANCELs of requests not known (yet)
         self.stopping = False
         self.closed = False  # the reading side ended: no RESUME can come any more
         # Guards ``known``/``cancelled``/``paused`` (and a loop's own queue) where two threads touch
@@ -79,7 +81,11 @@ class Inbox(ABC):
             self.accept(items)
         elif kind == P.CANCEL:
             with self.lock:
-                self.cancelled.update(it.rid for it in items if it.rid in self.known)
+                for it in items:
+                    if it.rid in self.known:
+                        self.cancelled.add(it.rid)
+                    else:  # answered already, or sent to another socket of ours and not read yet
+                        self.early_cancels.append(it.rid)
                 self.flow.notify_all()
         elif kind == P.REVOKE:
             self.revoke({it.rid for it in items})

@@ -54,6 +54,7 @@ RETRY_START_AFTER = 30.0  # seconds before a failed start is tried again by the 
 # current one: there a round trip (tens of microseconds, more on a busy machine) is a real share of
 # each request; above it, one shared queue in arrival order is worth more than hiding it.
 FAST_WORK = 0.002
+_REPLY_SUFFIX = P.REPLY_SUFFIX.decode()
 POISON_MEMORY = 1024  # fingerprints of request bodies that killed two workers, most recent kept
 
 
@@ -121,6 +122,9 @@ class Pool:
             prefetch_below=prefetch_below,
         )
         self.calls: dict[int, Call] = {}
+        # ``def predict`` workers whose reply socket spoke: a batch that starts at once goes there,
+        # straight to the main thread, not through the reading thread (see SyncRunner).
+        self._direct: set[str] = set()
         # A worker that runs several streams in one generator is never paused: one slow client would stall them all.
         pausable = stream_buffer is not None and not stepwise(api) and api.max_batch_size == 1
         self._pause_above: float = stream_buffer if pausable and stream_buffer is not None else float("inf")
@@ -333,7 +337,10 @@ class Pool:
             wait = self.metrics.queue_wait
             size = self.metrics.batch_size
             messages: dict[str, list[bytes]] = {}
+            direct = self._direct
             for worker, jobs in dispatches:
+                if worker in direct and not jobs[0].batch.held:  # type: ignore[union-attr]
+                    worker += _REPLY_SUFFIX  # it starts at once: the main thread reads it itself
                 frames = messages.get(worker)
                 if frames is None:
                     frames = messages[worker] = [P.header(P.REQUEST)]
@@ -433,6 +440,8 @@ class Pool:
                 scheduler.revoked(it.rid, name, now)
         elif kind == P.HEARTBEAT:
             scheduler.beat(name, time.monotonic())
+            if identity.endswith(P.REPLY_SUFFIX):  # a def predict worker's reply socket is connected
+                self._direct.add(name)
         elif kind in (P.READY, P.FAILED):
             assert supervisor is not None
             supervisor.handshake(handle, kind, items)
@@ -453,6 +462,7 @@ class Pool:
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
         """Held requests went back to the queue (scheduler); decide for the ones it was running."""
         running = self.scheduler.remove_worker(handle.identity.decode())
+        self._direct.discard(handle.identity.decode())
         retry: list[Job] = []
         for job in running:
             call = self.calls.get(job.rid)

@@ -20,7 +20,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import queue
 import shutil
 import signal
 import sys
@@ -80,7 +79,9 @@ def main(spec: WorkerSpec) -> None:
         out.setsockopt(zmq.IDENTITY, spec.identity + P.REPLY_SUFFIX)
         out.setsockopt(zmq.LINGER, 1000)
         out.setsockopt(zmq.SNDHWM, 0)
+        out.setsockopt(zmq.RCVHWM, 0)
         out.connect(spec.address)
+        wire.send(out, P.encode(P.HEARTBEAT))  # the app may now send requests that start at once here
     replies = out if out is not None else sock
     hooks.install_log_sink(api, lambda frames: wire.send(replies, frames))
     callbacks = hooks.callback_runner(api)
@@ -189,12 +190,17 @@ class SyncRunner(Inbox):
     The app sends it what it can start (see core/scheduler.py), plus, while the work is fast,
     prefetched batches behind it. Those must stay movable: if another worker goes idle, the app takes
     them back (REVOKE), and the answer cannot wait for a ``predict`` that may run for minutes. So the
-    app's messages are read by a thread of their own (``_read``), which queues requests, marks
+    app's messages are read by a thread of their own (``_read``), which queues held requests, marks
     cancellations and gives back revoked batches at once, while the main thread runs ``predict`` and
-    sends replies on its own socket. Which thread gets a batch first (to start it, or to give it
-    back) is decided under one lock, so no request both runs and goes back. A batch's replies leave
-    as soon as it is done (one message for the batch): holding them for the next batch could hold
-    them for as long as that batch's ``predict`` runs.
+    sends replies on its own socket (``out``). Which thread gets a batch first (to start it, or to
+    give it back) is decided under one lock, so no request both runs and goes back.
+
+    A batch the app sends to a free run slot can never be revoked, so it comes straight to the main
+    thread on ``out`` instead: an idle worker wakes one thread per request, not two (at one
+    connection, the hop through the reading thread was a tenth of the added latency). The main
+    thread waits on ``out`` and on a pipe the reading thread writes to when it queued something. A
+    batch's replies leave as soon as it is done (one message for the batch): holding them for the
+    next batch could hold them for as long as that batch's ``predict`` runs.
     """
 
     def __init__(self, api: LitAPI, sock: zmq.Socket, out: zmq.Socket) -> None:
@@ -202,7 +208,13 @@ class SyncRunner(Inbox):
         self.out = out  # replies, sent by the main thread only
         self.pipeline = Pipeline(api, self._emit)
         self.pending: deque[list[P.Item]] = deque()
-        self.wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token per message that may add work
+        self._woken, self._waker = os.pipe()  # the reading thread's "something to do" for the main thread
+        os.set_blocking(self._woken, False)
+        os.set_blocking(self._waker, False)
+        self.poller = zmq.Poller()
+        self.poller.register(out, zmq.POLLIN)
+        self.poller.register(self._woken, zmq.POLLIN)
+        self._pipe_users = 2  # the main thread and the reading thread
         self.outbox: list[P.Reply] = []
         self.reading = False  # the reading thread runs (and owns ``sock``)
 
@@ -210,16 +222,60 @@ class SyncRunner(Inbox):
         threading.Thread(target=self._read, name="litserve-inbox", daemon=True).start()
         self.reading = True
         pending, lock = self.pending, self.lock
-        while True:
-            with lock:
-                batch = pending.popleft() if pending else None
-            if batch is None:
-                if self.stopping:
-                    break
-                self.wake.get()  # blocks (without the GIL) until the reading thread has news
+        try:
+            while True:
+                with lock:
+                    batch = pending.popleft() if pending else None
+                if batch is None:
+                    if self._take_direct():
+                        continue
+                    if self.stopping:
+                        break
+                    self.poller.poll()  # blocks (without the GIL) for a request on ``out``, or a wake
+                    try:
+                        os.read(self._woken, 4096)
+                    except BlockingIOError:
+                        pass
+                    continue
+                self._run(batch)
+                self._flush()
+        finally:
+            self._done_with_pipe()
+
+    def _done_with_pipe(self) -> None:
+        """Each thread calls this once, at its end; the second closes the pipe (no write after close)."""
+        with self.lock:
+            self._pipe_users -= 1
+            if self._pipe_users:
+                return
+        os.close(self._woken)
+        os.close(self._waker)
+
+    def _take_direct(self) -> bool:
+        """Queue the requests the app sent straight to ``out`` (a free run slot's); True if any."""
+        out, got = self.out, False
+        while wire.readable(out):
+            message = decode(wire.recv(out, wire.NOBLOCK))
+            if message is None:
                 continue
-            self._run(batch)
-            self._flush()
+            kind, items = message
+            if kind != P.REQUEST:
+                logger.warning("ignored a %r message sent to the reply socket", chr(kind))
+                continue
+            self.known.update(it.rid for it in items)
+            batches = P.split_batches(items)
+            with self.lock:
+                if self.early_cancels:  # its CANCEL came first, on the reading thread's socket
+                    self.cancelled.update(it.rid for it in items if it.rid in self.early_cancels)
+                self.pending.extend(batches)
+            got = True
+        return got
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._waker, b"\0")
+        except BlockingIOError:  # the pipe is full of wakes already: the main thread will look
+            pass
 
     # -- the reading thread ----------------------------------------------------------------------------
     def _read(self) -> None:
@@ -237,13 +293,14 @@ class SyncRunner(Inbox):
         with self.flow:
             self.closed = True  # a paused stream can no longer be resumed: it goes on
             self.flow.notify_all()
-        self.wake.put(None)
+        self._wake()
+        self._done_with_pipe()
 
     def accept(self, items: list[P.Item]) -> None:
         batches = P.split_batches(items)
         with self.lock:
             self.pending.extend(batches)
-        self.wake.put(None)
+        self._wake()
 
     def revoke(self, rids: set[int]) -> None:
         """Give back the pending batches named in ``rids`` (a batch that started is not pending)."""
@@ -257,7 +314,7 @@ class SyncRunner(Inbox):
     def _handle(self, frames: list[bytes]) -> None:
         super()._handle(frames)
         if self.stopping:
-            self.wake.put(None)
+            self._wake()
 
     # -- the main thread -------------------------------------------------------------------------------
     def _send_out(self, kind: int, replies: list[P.Reply]) -> None:
