@@ -14,6 +14,8 @@ import pytest
 from support.poll import wait_for
 from support.servers import Proc
 
+import litserve as ls
+
 pytestmark = pytest.mark.slow  # each test starts servers in subprocesses
 
 # Every line litserve writes: uvicorn's level prefix, then "litserve", and a worker's name and pid.
@@ -90,6 +92,37 @@ def test_the_start_banner_is_the_same_whichever_way_the_app_is_served(tmp_path: 
                 assert LINE.match(line), f"not in litserve's format: {line!r}\n{out}"
         proc.signal(signal.SIGTERM)
         proc.wait_exit(40)
+
+
+class _Prompted(ls.LitAPI):
+    def decode_request(self, request):
+        return request["prompt"], request.get("max_tokens", 8), request["prompt"]
+
+    def predict(self, x):
+        yield x
+
+
+class _ReadsInPredict(ls.LitAPI):  # LitServe's README: no decode_request, predict reads the body
+    def predict(self, request):
+        return {"output": request["input"] ** 2}
+
+
+class _ReadsNothing(ls.LitAPI):
+    def predict(self, x):
+        return x
+
+
+def test_client_files_sample_has_the_keys_the_api_reads():
+    """client.py posts what the API reads (a streaming LLM's "prompt"), not always {"input": 4.0}."""
+    from apis import PydanticAPI, SquareAPI
+
+    from litserve.core.client_file import sample_request
+
+    assert sample_request(_Prompted()) == {"prompt": "hello", "max_tokens": 4.0}
+    assert sample_request(_ReadsInPredict()) == {"input": 4.0}
+    assert sample_request(SquareAPI()) == {"input": 4.0}
+    assert sample_request(_ReadsNothing()) == {"input": 4.0}
+    assert sample_request(PydanticAPI()) == {"input": 4.0}  # from its request model
 
 
 def test_client_file_without_a_server_says_so_in_two_lines(tmp_path: Path):

@@ -7,6 +7,8 @@ way one log line says what happened and where.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import logging
 import os
 import textwrap
@@ -60,13 +62,56 @@ if __name__ == "__main__":
 '''
 
 
+# Keys whose sample value is text; any other key gets a number, as the README's {"input": 4.0}.
+_TEXT_KEYS = ("prompt", "text", "query", "question", "message", "sentence", "content", "name", "url", "image")
+
+
 def sample_request(api: LitAPI) -> Any:
-    """A body the API accepts: a sample of its pydantic request model, else ``{"input": 4.0}``."""
+    """A body the API accepts: a sample of its pydantic request model, else one with the keys its hook reads.
+
+    Without a model, the keys are those ``decode_request`` (or a ``predict`` that gets the body as it
+    is) reads as ``request["key"]`` or ``request.get("key")``; ``{"input": 4.0}`` when there are none.
+    """
     model = api.request_model()
     if model is None:
-        return {"input": 4.0}
+        keys = keys_read(api)
+        if not keys:
+            return {"input": 4.0}
+        return {key: "hello" if any(word in key.lower() for word in _TEXT_KEYS) else 4.0 for key in keys}
     examples: dict[Any, Any] = {float: 4.0, int: 4, str: "hello", bool: True}
     return {field.alias or name: examples.get(field.annotation, 4.0) for name, field in model.model_fields.items()}
+
+
+def keys_read(api: LitAPI) -> list[str]:
+    """The constant keys the hook that receives the body reads from it, in the order they appear."""
+    hook: Any = type(api).decode_request
+    if hook is LitAPI.decode_request:  # the body reaches predict as it is
+        hook = type(api).predict
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(hook)))
+    except (OSError, TypeError, SyntaxError):  # no source (a REPL, a C function): nothing to learn
+        return []
+    function = tree.body[0]
+    if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)) or len(function.args.args) < 2:
+        return []
+    body = function.args.args[1].arg  # (self, request, ...)
+    found: list[tuple[int, int, str]] = []
+    for node in ast.walk(function):
+        key: ast.expr | None = None
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == body:
+            key = node.slice
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == body
+            and node.args
+        ):
+            key = node.args[0]
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            found.append((key.lineno, key.col_offset, key.value))
+    return list(dict.fromkeys(key for _, _, key in sorted(found)))
 
 
 def client_url(host: str, port: int, api_path: str) -> str:
