@@ -79,9 +79,26 @@ def test_a_slow_reader_pauses_its_worker_then_gets_every_chunk_in_order(flood):
     assert pauses(probe) >= before + 2  # it was paused again after resuming: the client never kept up
 
 
-def test_a_client_that_stops_reading_is_cut_off_at_the_timeout_and_its_worker_freed(tmp_path):
+def test_a_client_that_leaves_a_paused_stream_frees_its_worker(flood):
+    server, probe, log = flood
+    tag = uuid.uuid4().hex
+    before, left = pauses(probe), status_count(probe, 499)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        with client.stream("POST", "/predict", json={"n": N, "size": SIZE, "tag": tag}) as r:
+            lines = r.iter_lines()  # kept: dropping the iterator would close the connection
+            next(lines)
+            wait_for(lambda: pauses(probe) > before, timeout=20)
+    # It left while its worker was paused: the CANCEL ends the pause, the generator is closed early.
+    assert wait_for(lambda: closed(log, tag) is not None, timeout=20) and closed(log, tag) < N
+    wait_for(lambda: status_count(probe, 499) == left + 1, timeout=20)  # its handler is done too
+    reply = probe.post("/predict", json={"n": 3, "size": 10, "tag": uuid.uuid4().hex})
+    assert reply.status_code == 200 and len(reply.text.splitlines()) == 3
+
+
+@pytest.mark.parametrize("kind", ["sync", "StreamingResponse"])
+def test_a_client_that_stops_reading_is_cut_off_at_the_timeout_and_its_worker_freed(tmp_path, kind):
     log = tmp_path / "flood.log"
-    app = ls.create_app(FloodAPI(log=str(log)), accelerator="cpu", devices=1, timeout=1.5, stream_buffer=BUFFER)
+    app = ls.create_app(APIS[kind](log=str(log)), accelerator="cpu", devices=1, timeout=1.5, stream_buffer=BUFFER)
     tag = uuid.uuid4().hex
     with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as probe:
         with httpx.Client(base_url=server.url, timeout=30) as client:

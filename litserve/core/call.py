@@ -20,7 +20,7 @@ from .scheduler import Job
 class Call:
     """One request waiting for its worker's reply: a future for a unary call, a chunk queue for a stream."""
 
-    __slots__ = ("rid", "job", "future", "_chunks", "_waiter", "streamed", "backlog", "paused")
+    __slots__ = ("rid", "job", "future", "_chunks", "_waiter", "_failure", "streamed", "backlog", "paused")
 
     def __init__(self, rid: int, job: Job, stream: bool, loop: asyncio.AbstractEventLoop) -> None:
         self.rid = rid
@@ -28,6 +28,7 @@ class Call:
         self.future: asyncio.Future[tuple[int, bytes, bytes]] = loop.create_future()
         self._chunks: deque[tuple[int, int, bytes, bytes]] | None = deque() if stream else None
         self._waiter: asyncio.Future[None] | None = None
+        self._failure: BaseException | None = None  # what ended a stream early (``fail``)
         self.streamed = False  # a chunk reached it: it must not be run again
         self.backlog = 0  # bytes of chunks delivered and not yet taken by the handler
         self.paused = False  # PAUSE sent to its worker, no RESUME yet
@@ -51,6 +52,10 @@ class Call:
         if not self.future.done():
             self.future.set_exception(exc)
             self.future.exception()  # mark retrieved: nobody may be awaiting it any more
+        if self._failure is None:
+            # Also for a streamed Response, whose future already holds its head: the handler, maybe
+            # busy sending a chunk now, must see the failure once the chunks before it are taken.
+            self._failure = exc
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
             self._waiter.exception()
@@ -59,8 +64,8 @@ class Call:
         """The next (kind, status, payload, tag) of a stream; raises what ``fail`` was given."""
         assert self._chunks is not None
         while not self._chunks:
-            if self.future.done():
-                self.future.result()  # raises the failure
+            if self._failure is not None:
+                raise self._failure
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         item = self._chunks.popleft()
