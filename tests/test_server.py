@@ -161,3 +161,47 @@ def test_sigterm_to_the_whole_group_also_stops_cleanly(tmp_path):
         assert code in (0, -sig), proc.output()
         all_gone(workers)
         proc.wait_group_gone()
+
+
+SLOW_SETUP = textwrap.dedent(
+    """
+    import os
+    import sys
+    import time
+
+    import litserve as ls
+
+
+    class LoadingAPI(ls.LitAPI):
+        def setup(self, device):
+            open(f"loading-{os.getpid()}", "w").close()  # the test waits for this: the model is loading
+            time.sleep(600)  # a big model loading, up to startup_timeout
+
+        def predict(self, x):
+            return x
+
+
+    if __name__ == "__main__":
+        server = ls.LitServer(LoadingAPI(), accelerator="cpu", devices=2)
+        server.run(host="127.0.0.1", port=int(sys.argv[1]), generate_client_file=False)
+    """
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_models_load_stops_the_server_at_once(tmp_path, sig):
+    """Ctrl-C (or SIGTERM) while setup runs stops the server now, killing the workers in setup; it used to
+    go unanswered until every setup had finished, up to startup_timeout (600 s by default)."""
+    (tmp_path / "loading.py").write_text(SLOW_SETUP)
+    with Proc.python(["loading.py", "{port}"], tmp_path) as proc:
+        loading = lambda: sorted(tmp_path.glob("loading-*"))  # noqa: E731
+        wait_for(lambda: len(loading()) == 2, timeout=60)
+        workers = [int(path.name.split("-")[1]) for path in loading()]
+        proc.signal(sig)
+        code = proc.wait_exit(60)  # far less than the 600 s the setups would take
+        output = proc.output()
+        assert code == 0, output
+        assert "interrupted while the workers were starting: stopping them" in output
+        assert "Traceback" not in output and "listening on" not in output, output
+        all_gone(workers)
+        proc.wait_group_gone()

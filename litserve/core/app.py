@@ -36,7 +36,7 @@ from ..mcp import ToolTarget, mcp_routes
 from ..specs.exchange import SpecContext
 from . import docs_ui, http_limits, logs
 from .compat import ServerHooks, health_response
-from .drain import SignalDrain
+from .drain import SignalDrain, StartInterrupt
 from .handler import PredictEndpoint, key_accepted, send_raw_error
 from .metrics import AppMetrics, Metrics
 from .pool import RUNNING, Pool
@@ -226,9 +226,24 @@ class LitApp(Starlette):
         """
         http_limits.install(self.connection_limits(), self.metrics)  # under uvicorn: read deadlines, bound
         drain = SignalDrain(self)
+        stopping: list[asyncio.Task[None]] = []
+
+        def interrupt_start() -> None:  # Ctrl-C while the models load: stop now, not once they have loaded
+            logger.info("interrupted while the workers were starting: stopping them")
+            stopping.append(asyncio.ensure_future(self.stop()))  # kills the workers in setup: start() fails
+
         try:
-            await self.start()
-            drain.install()
+            with StartInterrupt(interrupt_start) as interrupt:
+                try:
+                    await self.start()
+                except Exception:
+                    if not interrupt.interrupted:
+                        raise
+            if interrupt.interrupted:
+                # The host server had the signal too: it stops as soon as this startup returns.
+                await asyncio.gather(*stopping)
+            else:
+                drain.install()
             yield self
         finally:
             try:

@@ -185,3 +185,44 @@ def _die_of(sig: int) -> None:
     """What the default disposition of ``sig`` does: end the process by that signal."""
     signal.signal(sig, signal.SIG_DFL)
     os.kill(os.getpid(), sig)
+
+
+class StartInterrupt:
+    """While the workers start, SIGTERM/SIGINT cancel the start instead of waiting for it.
+
+    Each worker runs ``setup`` before the app serves: minutes for a big model. The host server's
+    handler only notes the signal, and acts once startup is over, so a Ctrl-C while a model loads
+    used to go unanswered until every ``setup`` had finished (up to ``startup_timeout``). Here the
+    first signal calls ``stop`` on the event loop at once (the app stops its pools, which kills the
+    workers still in ``setup`` and so fails the start), then reaches the host's handler as usual,
+    which stops the server as soon as the lifespan's startup returns. Only handlers set with
+    ``signal.signal`` are chained (uvicorn's, gunicorn's uvicorn worker's), on the main thread;
+    elsewhere nothing changes.
+    """
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self.stop = stop
+        self.interrupted = False
+        self._loop = asyncio.get_running_loop()
+        self._previous: dict[int, Callable[..., Any]] = {}
+
+    def __enter__(self) -> StartInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                current = signal.getsignal(sig)
+                if callable(current) and current is not signal.default_int_handler:
+                    self._previous[sig] = current
+                    signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            if signal.getsignal(sig) == self._on_signal:
+                signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _on_signal(self, sig: int, frame: Any) -> None:
+        if not self.interrupted:
+            self.interrupted = True
+            self._loop.call_soon_threadsafe(self.stop)
+        self._previous[sig](sig, frame)

@@ -80,7 +80,7 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
-        if self.started:
+        if self.started and not self.should_exit:  # a signal during startup: it stops at once
             host = self.config.host
             where = f" (every interface, port {self.config.port})" if host in ("0.0.0.0", "::", "") else ""
             logger.info("listening on %s%s%s (Press CTRL+C to quit)", self.url, where, self.docs)
