@@ -221,14 +221,17 @@ class SyncRunner(Inbox):
     def run(self) -> None:
         threading.Thread(target=self._read, name="litserve-inbox", daemon=True).start()
         self.reading = True
-        pending, lock = self.pending, self.lock
+        pending, lock, out = self.pending, self.lock, self.out
         try:
             while True:
+                # A batch on ``out`` goes first: the app sends one there only while it counts nothing
+                # else on this worker, so every batch the reading thread queued was sent after it (the
+                # two sockets are not ordered with each other: it may have queued one already).
+                if wire.readable(out):
+                    self._take_direct()
                 with lock:
                     batch = pending.popleft() if pending else None
                 if batch is None:
-                    if self._take_direct():
-                        continue
                     if self.stopping:
                         break
                     self.poller.poll()  # blocks (without the GIL) for a request on ``out``, or a wake
@@ -251,9 +254,11 @@ class SyncRunner(Inbox):
         os.close(self._woken)
         os.close(self._waker)
 
-    def _take_direct(self) -> bool:
-        """Queue the requests the app sent straight to ``out`` (a free run slot's); True if any."""
-        out, got = self.out, False
+    def _take_direct(self) -> None:
+        """Queue the requests the app sent straight to ``out`` (a free run slot's), ahead of the
+        held batches the reading thread queued (those were sent after them)."""
+        out = self.out
+        direct: list[list[P.Item]] = []
         while wire.readable(out):
             message = decode(wire.recv(out, wire.NOBLOCK))
             if message is None:
@@ -263,13 +268,13 @@ class SyncRunner(Inbox):
                 logger.warning("ignored a %r message sent to the reply socket", chr(kind))
                 continue
             self.known.update(it.rid for it in items)
-            batches = P.split_batches(items)
             with self.lock:
                 if self.early_cancels:  # its CANCEL came first, on the reading thread's socket
                     self.cancelled.update(it.rid for it in items if it.rid in self.early_cancels)
-                self.pending.extend(batches)
-            got = True
-        return got
+            direct.extend(P.split_batches(items))
+        if direct:
+            with self.lock:
+                self.pending.extendleft(reversed(direct))
 
     def _wake(self) -> None:
         try:
