@@ -286,13 +286,19 @@ class AsyncStreamAPI(_Logged, ls.LitAPI):
 
 
 # -- flow control (tests/test_stream_flow.py) -------------------------------------------------------------
+FLOOD_PACE = 0.0005  # seconds the flood "model" computes per chunk: about 2,000 chunks/s at most
+
+
 def _flood_line(i: int, size: int) -> str:
-    """Chunk ``i`` of a flood: its index, then filler, ``size`` characters in all (the newline is the server's)."""
+    """Chunk ``i`` of a flood: its index, then filler, ``size`` characters in all (the newline is the
+    server's). Making it takes FLOOD_PACE (a blocking call, as a model's step is), so how far the
+    worker gets ahead of a paused client does not depend on how fast this machine copies bytes."""
+    time.sleep(FLOOD_PACE)  # the model's computation, not synchronisation
     return f"{i:08d}".ljust(size, "x")
 
 
 class FloodAPI(_Logged, ls.LitAPI):
-    """A sync generator as fast as it can go: {"n": 1000, "size": 65536, "tag": t} -> n raw text chunks
+    """A sync generator, one chunk per FLOOD_PACE: {"n": 1000, "size": 65536, "tag": t} -> n raw text chunks
     of ``size`` characters. Logs {"made": i} every 50 chunks and {"closed": made} from its ``finally``."""
 
     def __init__(self, log: str = "", **kw) -> None:

@@ -9,6 +9,7 @@ the timeout, which frees the worker.
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 
 import httpx
@@ -22,12 +23,20 @@ import litserve as ls
 
 N, SIZE = 1000, 65536  # a 64 MiB stream: far more than the buffers between the worker and the client
 BUFFER = 256 * 1024  # the server's stream_buffer in these tests
-# Chunks the worker may have made while the client reads nothing: the stream buffer, the chunks in
-# flight when the pause arrived, and the kernel's and the HTTP server's buffers (about 10 MiB on
-# loopback with autotuning); a stream that was never paused is made in full (N) in well under a second.
+# Chunks the worker may have made while the client reads nothing: the stream buffer, the chunks made
+# while the PAUSE was on its way, and the kernel's and the HTTP server's buffers (the client's receive
+# buffer is set small, so about 4 MiB: the server's send buffer). The flood makes a chunk per 0.5 ms
+# (apis_stream.FLOOD_PACE), so a stream that was never paused passes this in well under a second.
 PAUSED_AT_MOST = N // 2
 WRITE_TIMEOUTS = 'litserve_connections_timed_out_total{phase="write"}'  # connections cut off: not reading
 APIS = {"sync": FloodAPI, "async": AsyncFloodAPI, "StreamingResponse": FloodResponseAPI}
+
+
+def reader(server) -> httpx.Client:
+    """A client with a small receive buffer (no autotuning up to tens of MiB): it stops taking bytes
+    soon after it stops reading, as a slow client on a real network does."""
+    small = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)]
+    return httpx.Client(base_url=server.url, timeout=30, transport=httpx.HTTPTransport(socket_options=small))
 
 
 def made(log, tag: str) -> int:
@@ -62,7 +71,7 @@ def test_a_slow_reader_pauses_its_worker_then_gets_every_chunk_in_order(flood):
     server, probe, log = flood
     tag = uuid.uuid4().hex
     before = pauses(probe)
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with reader(server) as client:
         with client.stream("POST", "/predict", json={"n": N, "size": SIZE, "tag": tag}) as r:
             assert r.status_code == 200
             lines = r.iter_lines()
@@ -83,7 +92,7 @@ def test_a_client_that_leaves_a_paused_stream_frees_its_worker(flood):
     server, probe, log = flood
     tag = uuid.uuid4().hex
     before, left = pauses(probe), status_count(probe, 499)
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with reader(server) as client:
         with client.stream("POST", "/predict", json={"n": N, "size": SIZE, "tag": tag}) as r:
             lines = r.iter_lines()  # kept: dropping the iterator would close the connection
             next(lines)
@@ -101,7 +110,7 @@ def test_a_client_that_stops_reading_is_cut_off_at_the_timeout_and_its_worker_fr
     app = ls.create_app(APIS[kind](log=str(log)), accelerator="cpu", devices=1, timeout=1.5, stream_buffer=BUFFER)
     tag = uuid.uuid4().hex
     with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as probe:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with reader(server) as client:
             with client.stream("POST", "/predict", json={"n": N, "size": SIZE, "tag": tag}) as r:
                 assert r.status_code == 200
                 lines = r.iter_lines()  # kept: dropping the iterator would close the connection
@@ -132,7 +141,7 @@ def test_a_fast_reader_is_never_paused(flood):
     server, probe, log = flood
     tag = uuid.uuid4().hex
     before = pauses(probe)
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with reader(server) as client:
         reply = client.post("/predict", json={"n": 40, "size": 1000, "tag": tag})
     assert reply.status_code == 200
     assert [text(line)[:8] for line in reply.text.splitlines()] == [f"{i:08d}" for i in range(40)]
@@ -146,7 +155,7 @@ def test_an_openai_stream_of_several_choices_pauses_too(tmp_path):
     tag = uuid.uuid4().hex
     body = {"model": "m", "messages": [{"role": "user", "content": f"{tag} {N} {SIZE}"}], "stream": True, "n": 2}
     with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as probe:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with reader(server) as client:
             with client.stream("POST", "/v1/chat/completions", json=body) as r:
                 assert r.status_code == 200
                 lines = (line for line in r.iter_lines() if line.startswith("data: "))
@@ -180,7 +189,7 @@ def test_an_openai_client_that_stops_reading_is_cut_off_at_the_timeout(openai_sh
     body = {"model": "m", "messages": [{"role": "user", "content": f"{tag} {N} {SIZE}"}], "stream": True, "n": n}
     answered, cut = status_count(probe, 504), metric(probe, WRITE_TIMEOUTS)
     disconnects = metric(probe, 'litserve_disconnects_total{route="/predict"}')
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with reader(server) as client:
         with client.stream("POST", "/v1/chat/completions", json=body) as r:
             assert r.status_code == 200
             lines = r.iter_lines()
