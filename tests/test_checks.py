@@ -117,6 +117,19 @@ def test_a_keyerror_on_a_missing_field_is_a_422_naming_it():
         assert r.status_code == 500
 
 
+def test_a_form_posted_to_a_pydantic_api_is_a_415_that_says_how_to_send_json():
+    from apis import PydanticAPI
+
+    app = ls.create_app(PydanticAPI(), accelerator="cpu", timeout=20)
+    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        r = client.post(
+            "/predict", content=b'{"input": 3}', headers={"content-type": "application/x-www-form-urlencoded"}
+        )
+        assert r.status_code == 415, r.text
+        assert "Content-Type: application/json" in r.json()["detail"] and "curl -d" in r.json()["detail"]
+        assert client.post("/predict", json={"input": 3}).json() == {"output": 9.0}
+
+
 def test_a_busy_port_fails_in_one_line_before_any_worker_starts(tmp_path: Path):
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))

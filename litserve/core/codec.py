@@ -122,4 +122,4 @@ def _fallback(value: Any) -> Any:
     tolist = getattr(value, "tolist", None)
     if tolist is not None:
         return tolist()
-    raise TypeError(f"cannot serialise a {type(value).__name__} to JSON; convert it in encode_response")
+    raise TypeError(f"cannot serialise {type(value).__name__!r} to JSON; convert it in encode_response")

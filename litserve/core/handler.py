@@ -119,7 +119,10 @@ class PredictEndpoint:
             tag = request_id
             if content_type is not None and not content_type.startswith(b"application/json") and is_form(content_type):
                 if self.validate is not None:
-                    raise UnsupportedMediaType("this API takes a JSON body (its decode_request is annotated)")
+                    raise UnsupportedMediaType(
+                        "this API takes a JSON body (its decode_request is annotated with a model): send it "
+                        "with Content-Type: application/json (curl -d alone sends a form)"
+                    )
                 tag = request_id + b"\n" + content_type  # the worker parses the form (core/forms.py)
                 if len(tag) > P.MAX_TAG_BYTES:
                     raise BadRequest("the Content-Type header is too long")
