@@ -41,6 +41,7 @@ def test_help_lists_every_setting_and_its_default():
         "--api-path",
         "--max-queue-size",
         "--max-payload-size",
+        "--stream-buffer",
         "--startup-timeout",
         "--shutdown-grace",
         "--log-level",
@@ -91,6 +92,16 @@ def test_a_litapi_target_is_built_with_the_flags():
     assert app.settings.workers_per_device == 3 and app.settings.timeout is None
     assert [e.path for e in app.endpoints] == ["/v1/run"]  # a model setting: set on the API
     assert load_app("apis_deploy:DeployAPI", {}).api.__class__.__name__ == "DeployAPI"  # a class: instantiated
+
+
+@pytest.mark.parametrize(("given", "expected"), [("64KiB", 65536), ("none", None)])
+def test_the_stream_buffer_flag_reaches_the_settings(given, expected):
+    from litserve.cli import build_parser
+    from litserve.cli.serve import SETTINGS_FLAGS
+
+    args = build_parser().parse_args(["serve", "apis_deploy:api", "--stream-buffer", given])
+    settings = {name: getattr(args, name) for _, name, _, _ in SETTINGS_FLAGS if hasattr(args, name)}
+    assert load_app("apis_deploy:api", settings).settings.stream_buffer == expected
 
 
 def test_prebuilt_targets_are_served_as_built_and_refuse_settings_flags():

@@ -51,6 +51,10 @@ def _timeout(value: str) -> float | None:
     return None if value.lower() in ("none", "off", "false") else float(value)
 
 
+def _size_or_none(value: str) -> str | None:
+    return None if value.lower() in ("none", "off", "false") else value
+
+
 # (flag, create_app keyword, type, help); defaults are read from Settings, so --help never lies.
 SETTINGS_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--accelerator", "accelerator", str, "auto, cpu, cuda (or gpu), mps"),
@@ -60,6 +64,12 @@ SETTINGS_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--api-path", "api_path", str, "path of the model route (POST)"),
     ("--max-queue-size", "max_queue_size", int, "requests that may wait for a worker before 503"),
     ("--max-payload-size", "max_payload_size", str, "largest request body, e.g. 10MB, before 413"),
+    (
+        "--stream-buffer",
+        "stream_buffer",
+        _size_or_none,
+        "bytes of a stream held for a slow client before its worker pauses, e.g. 1MiB; 'none' never pauses",
+    ),
     ("--startup-timeout", "startup_timeout", float, "seconds a worker's setup may take"),
     ("--shutdown-grace", "shutdown_grace", float, "seconds in-flight requests get on SIGTERM"),
     ("--header-timeout", "header_timeout", _timeout, "seconds to send complete request headers before 408; 'none'"),
