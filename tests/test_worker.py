@@ -354,3 +354,20 @@ def test_a_direct_request_runs_before_a_held_one_the_reading_thread_queued_first
     got = loop.replies(3)
     assert {rid: status for rid, (_, status, _) in got.items()} == {1: 200, 2: 200, 3: 200}
     assert [c.get("value") for c in loop.api.calls] == [None, "direct", "held"]
+
+
+def test_an_early_cancel_is_dropped_once_honoured_and_at_most_the_last_256_are_kept(loop):
+    # Stale CANCELs (for requests answered already) pile up over a worker's life; each request read
+    # on the reply socket is looked up among them, so only the last 256 are kept, and one that was
+    # honoured leaves.
+    for rid in range(1000, 1300):
+        loop.cancel(rid)
+    loop.request(1, {"op": "block"})
+    assert loop.api.entered.wait(5)
+    loop.cancel(2)
+    wait_for(lambda: 2 in loop.runner.early_cancels)
+    assert len(loop.runner.early_cancels) == 256 and 1000 not in loop.runner.early_cancels
+    loop.request(2, {"value": "cancelled before it was read"}, direct=True)
+    loop.api.release.set()
+    assert loop.replies(2)[2] == (P.RESULT, CANCELLED, b"")
+    assert 2 not in loop.runner.early_cancels

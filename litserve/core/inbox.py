@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections import deque
 
 import zmq
 
@@ -21,6 +20,7 @@ from . import wire
 logger = logging.getLogger("litserve.worker")
 
 _ENDS = P.TERMINAL | {P.REVOKED}  # replies after which the app no longer counts a request as ours
+EARLY_CANCELS = 256  # CANCELs of requests not known yet, kept per worker (see SyncRunner)
 
 
 class Inbox(ABC):
@@ -31,7 +31,9 @@ class Inbox(ABC):
         self.known: set[int] = set()  # received, no terminal reply sent yet
         self.cancelled: set[int] = set()
         self.paused: set[int] = set()  # streams whose client is behind (PAUSE): no chunk until RESUME
-        self.early_cancels: deque[int] = deque(maxlen=256)  # CANCELs of requests not known (yet)
+        # CANCELs of requests not known (yet), the last EARLY_CANCELS, oldest first: a dict, so that the
+        # main thread's look-up per request it reads on ``out`` costs the same however many are kept.
+        self.early_cancels: dict[int, None] = {}
         self.stopping = False
         self.closed = False  # the reading side ended: no RESUME can come any more
         # Guards ``known``/``cancelled``/``paused`` (and a loop's own queue) where two threads touch
@@ -85,7 +87,10 @@ class Inbox(ABC):
                     if it.rid in self.known:
                         self.cancelled.add(it.rid)
                     else:  # answered already, or sent to another socket of ours and not read yet
-                        self.early_cancels.append(it.rid)
+                        early = self.early_cancels
+                        early[it.rid] = None
+                        if len(early) > EARLY_CANCELS:
+                            del early[next(iter(early))]
                 self.flow.notify_all()
         elif kind == P.REVOKE:
             self.revoke({it.rid for it in items})

@@ -269,8 +269,11 @@ class SyncRunner(Inbox):
                 continue
             self.known.update(it.rid for it in items)
             with self.lock:
-                if self.early_cancels:  # its CANCEL came first, on the reading thread's socket
-                    self.cancelled.update(it.rid for it in items if it.rid in self.early_cancels)
+                early = self.early_cancels
+                if early:  # its CANCEL came first, on the reading thread's socket
+                    for it in items:
+                        if early.pop(it.rid, False) is None:
+                            self.cancelled.add(it.rid)
             direct.extend(P.split_batches(items))
         if direct:
             with self.lock:
