@@ -558,3 +558,32 @@ def test_invariants_under_random_events(batch, below, ops):
         _check_invariants(h, live, wake, 10)
         hung, next_at = h.s.overdue(h.now)
         assert next_at is None or next_at > h.now
+
+
+def test_a_held_job_cancelled_while_its_revoke_is_on_the_way_is_not_queued_again():
+    # The client left while the job was held and a REVOKE for it was in flight: the worker gives it
+    # back (REVOKED) without running it. Queued again, it would run for nobody, at the head of the
+    # queue, and count against max_queue_size meanwhile.
+    h = Harness()
+    h.s.add_worker("a", 1, prefetch=1)
+    h.submit(2)
+    h.schedule()
+    h.s.add_worker("b", 1)
+    assert h.s.revocations() == [("a", [2])]
+    assert h.cancel(2) == "a"  # the app sends CANCEL to a; the REVOKE got there first
+    assert h.s.revoked(2, "a")
+    assert h.jobs[2].state == DROPPED
+    assert h.s.waiting == 0 and h.s.queued == 0
+    assert h.schedule()[0] == []
+
+
+def test_a_dead_workers_held_job_that_was_cancelled_is_not_queued_again():
+    h = Harness()
+    h.s.add_worker("a", 1, prefetch=1)
+    h.submit(3)
+    assert h.schedule()[0] == [("a", [1]), ("a", [2])]
+    assert h.cancel(2) == "a"
+    assert [j.rid for j in h.s.remove_worker("a")] == [1]
+    assert h.jobs[2].state == DROPPED and h.s.waiting == 1
+    h.s.add_worker("b", 1)
+    assert h.schedule()[0] == [("b", [3])]

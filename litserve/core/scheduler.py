@@ -54,7 +54,7 @@ RUN_TIME_WEIGHT = 0.1  # of the newest batch in the mean run time: about the las
 class Job:
     """One request as the scheduler sees it: opaque payload, enqueue time, where it went."""
 
-    __slots__ = ("rid", "payload", "tag", "enqueued_at", "state", "batch", "retried")
+    __slots__ = ("rid", "payload", "tag", "enqueued_at", "state", "batch", "retried", "cancelled")
 
     def __init__(self, rid: int, payload: bytes, tag: bytes = b"", enqueued_at: float = 0.0) -> None:
         self.rid = rid
@@ -64,6 +64,7 @@ class Job:
         self.state = QUEUED
         self.batch: Batch | None = None
         self.retried = False  # requeued once already because its worker died while running it
+        self.cancelled = False  # the app gave up on it while a worker held it: it is never queued again
 
     def __repr__(self) -> str:
         return f"<Job {self.rid} {self.state.value}>"
@@ -230,6 +231,7 @@ class Scheduler:
                 self._queue = deque(j for j in self._queue if j.state == QUEUED)
             return None
         if job.state == DISPATCHED and job.batch is not None:
+            job.cancelled = True  # if it comes back unstarted (REVOKED, its worker died), it is dropped
             return job.batch.worker
         return None
 
@@ -479,11 +481,16 @@ class Scheduler:
             slots.busy_since = 0.0
 
     def _requeue_front(self, jobs: list[Job]) -> None:
-        """Put jobs back at the head of the queue, keeping arrival order among them."""
+        """Put jobs back at the head of the queue, keeping arrival order among them; a cancelled one
+        is dropped instead (nobody waits for its answer)."""
         for job in sorted(jobs, key=lambda j: j.rid, reverse=True):
+            if job.cancelled:
+                job.state = DROPPED
+                job.payload = b""
+                continue
             job.state = QUEUED
             self._queue.appendleft(job)
-        self._queued += len(jobs)
+            self._queued += 1
 
     def _oldest(self) -> Job:
         self._trim()
