@@ -73,3 +73,34 @@ class AsyncEchoAPI(ls.LitAPI):
     async def predict(self, x):
         self.calls.append(x)
         return {"echo": x.get("value")}
+
+
+class ThreadLogAPI(ls.LitAPI):
+    """{"logs": "start"} starts a thread of the API's own that calls ``self.log("tick", i)`` for i = 0, 1,
+    ... every 0.2 ms while later requests run; {"logs": "stop"} stops it -> {"sent": how many};
+    {"value": v} -> {"echo": v}."""
+
+    def setup(self, device):
+        self.stop = threading.Event()
+        self.sent = 0
+        self.thread = None
+
+    def _ticks(self):
+        while not self.stop.wait(0.0002):  # the pace of a busy monitor
+            self.log("tick", self.sent)
+            self.sent += 1
+
+    def predict(self, x):
+        if x.get("logs") == "start":
+            self.thread = threading.Thread(target=self._ticks, daemon=True)
+            self.thread.start()
+        elif x.get("logs") == "stop":
+            self.stop.set()
+            self.thread.join()
+            return {"sent": self.sent}
+        return {"echo": x.get("value")}
+
+
+class AsyncThreadLogAPI(ThreadLogAPI):
+    async def predict(self, x):
+        return ThreadLogAPI.predict(self, x)

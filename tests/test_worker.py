@@ -10,11 +10,14 @@ import logging
 import threading
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import zmq
-from apis_core import AsyncEchoAPI, RecordingAPI
+from apis_core import AsyncEchoAPI, AsyncThreadLogAPI, RecordingAPI, ThreadLogAPI
 from support.poll import wait_for
+from support.servers import ThreadServer
 
+import litserve as ls
 from litserve.core import protocol as P
 from litserve.core.worker import CANCELLED, AsyncRunner, SyncRunner
 
@@ -371,3 +374,29 @@ def test_an_early_cancel_is_dropped_once_honoured_and_at_most_the_last_256_are_k
     loop.api.release.set()
     assert loop.replies(2)[2] == (P.RESULT, CANCELLED, b"")
     assert 2 not in loop.runner.early_cancels
+
+
+class _Ticks(ls.Logger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks: list[int] = []
+
+    def process(self, key, value):
+        if key == "tick":
+            self.ticks.append(value)
+
+
+@pytest.mark.parametrize("api", [ThreadLogAPI, AsyncThreadLogAPI], ids=["sync", "async"])
+def test_log_from_a_thread_of_the_users_own_reaches_the_loggers_and_requests_are_unharmed(api):
+    # A worker's sockets belong to one thread each; a LitAPI.log from another thread (a monitor the
+    # user started) was sent on the socket the requests and replies use, mixing its frames with theirs:
+    # a request or its reply was lost (504) or the worker crashed.
+    ticks = _Ticks()
+    app = ls.create_app(api(), accelerator="cpu", devices=1, timeout=10, loggers=ticks)
+    with ThreadServer(app, ready=True) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/predict", json={"logs": "start"}).status_code == 200
+        for i in range(300):
+            assert client.post("/predict", json={"value": i}).json() == {"echo": i}
+        sent = client.post("/predict", json={"logs": "stop"}).json()["sent"]
+        wait_for(lambda: len(ticks.ticks) >= sent, timeout=30)
+        assert ticks.ticks == list(range(sent))

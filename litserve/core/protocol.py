@@ -34,6 +34,7 @@ sent (core/pool.py). A worker that runs several streams in one generator (a batc
 batching) is never paused: one slow client would stall the others.
 HEARTBEAT comes from a second DEALER of the worker (identity ``<worker identity>/hb``) on a thread,
 so a worker whose main thread is stuck in a call that holds the GIL, or that is stopped, goes quiet.
+That socket also carries the LOG of a ``LitAPI.log`` called from a thread of the user's own.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import sys
 import threading
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
@@ -83,7 +84,8 @@ def main(spec: WorkerSpec) -> None:
         out.connect(spec.address)
         wire.send(out, P.encode(P.HEARTBEAT))  # the app may now send requests that start at once here
     replies = out if out is not None else sock
-    hooks.install_log_sink(api, lambda frames: wire.send(replies, frames))
+    side = SideSocket(spec.address, spec.identity + P.HEARTBEAT_SUFFIX)
+    hooks.install_log_sink(api, log_sender(lambda frames: wire.send(replies, frames), side))
     callbacks = hooks.callback_runner(api)
     try:
         _select_device(spec.device)
@@ -111,7 +113,7 @@ def main(spec: WorkerSpec) -> None:
         capacity = api.max_concurrency if api.is_async else 1  # requests it runs at once
     facts = {"pid": os.getpid(), "device": spec.device}
     wire.send(sock, P.encode(P.READY, [(0, capacity, json.dumps(facts).encode())]))
-    _start_heartbeat(spec.address, spec.identity + P.HEARTBEAT_SUFFIX, spec.heartbeat_interval or 1.0)
+    _start_heartbeat(side, spec.heartbeat_interval or 1.0)
     if out is not None:
         runner: SyncRunner | None = None
         try:
@@ -127,7 +129,7 @@ def main(spec: WorkerSpec) -> None:
         if stepwise(api):
             StepRunner(api, sock).run()
         else:
-            asyncio.run(AsyncRunner(api, sock).run())
+            asyncio.run(AsyncRunner(api, sock, side).run())
     finally:
         sock.close(linger=1000)
         ctx.term()
@@ -155,23 +157,61 @@ def _exit_with_parent(address: str) -> None:
     threading.Thread(target=watch, name="litserve-parent-watch", daemon=True).start()
 
 
-def _start_heartbeat(address: str, identity: bytes, interval: float) -> None:
-    """Send HEARTBEAT every ``interval`` seconds from a thread with its own socket and context.
+class SideSocket:
+    """The worker's socket for the threads that own none: the heartbeat's, and any thread of the
+    user's that calls ``LitAPI.log`` (identity ``<identity>/hb``).
 
-    Its own socket because a ZeroMQ socket belongs to one thread; its own context because the main
-    thread's ``ctx.term()`` would wait for this socket forever. A worker that is stopped (SIGSTOP) or
-    whose main thread holds the GIL in a call that never returns goes quiet, and the app replaces it.
+    A ZeroMQ socket belongs to one thread, and a message's frames sent from two threads at once mix:
+    a log sent from a user's thread on the socket that carries requests and replies cost a request
+    (or its reply) now and then. Here every send holds a lock. Its own context, never terminated:
+    the main thread's ``ctx.term()`` would wait for this socket, which a thread may be using, forever.
+    Connected on first use.
+    """
+
+    def __init__(self, address: str, identity: bytes) -> None:
+        self.address = address
+        self.identity = identity
+        self._lock = threading.Lock()
+        self._sock: zmq.Socket | None = None
+
+    def send(self, frames: list[bytes]) -> None:
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                sock = self._sock = zmq.Context().socket(zmq.DEALER)
+                sock.setsockopt(zmq.IDENTITY, self.identity)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SNDHWM, 0)
+                sock.connect(self.address)
+            wire.send(sock, frames)
+
+
+def log_sender(own: Callable[[list[bytes]], object], side: SideSocket | None) -> Callable[[list[bytes]], None]:
+    """How ``LitAPI.log`` sends: with ``own`` from the thread that calls it here (the one that runs the
+    hooks and owns the socket ``own`` sends on), through ``side`` from any other thread."""
+    owner = threading.get_ident()
+
+    def send(frames: list[bytes]) -> None:
+        if side is None or threading.get_ident() == owner:
+            own(frames)
+        else:
+            side.send(frames)
+
+    return send
+
+
+def _start_heartbeat(side: SideSocket, interval: float) -> None:
+    """Send HEARTBEAT every ``interval`` seconds from a thread of its own, on ``side``.
+
+    A worker that is stopped (SIGSTOP) or whose main thread holds the GIL in a call that never
+    returns goes quiet, and the app replaces it.
     """
 
     def beat() -> None:
-        sock = zmq.Context().socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, identity)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(address)
         never = threading.Event()
         frames = P.encode(P.HEARTBEAT)
         while True:
-            wire.send(sock, frames)
+            side.send(frames)
             never.wait(interval)  # the pacing of the heartbeat, not a synchronisation
 
     threading.Thread(target=beat, name="litserve-heartbeat", daemon=True).start()
@@ -389,10 +429,11 @@ class AsyncRunner:
     in one message; stream chunks leave at once.
     """
 
-    def __init__(self, api: LitAPI, sock: zmq.Socket) -> None:
+    def __init__(self, api: LitAPI, sock: zmq.Socket, side: SideSocket | None = None) -> None:
         self.pipeline = Pipeline(api, self._emit)
         self.sock = sock
-        hooks.install_log_sink(api, self._write)  # LitAPI.log sends through _write, like every reply
+        # LitAPI.log sends through _write, like every reply (from a thread of the user's: ``side``)
+        hooks.install_log_sink(api, log_sender(self._write, side))
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.batches: dict[int, list[int]] = {}  # rid -> rids of its batch, to cancel only whole batches
         self.cancelled: set[int] = set()
