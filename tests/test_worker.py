@@ -400,3 +400,16 @@ def test_log_from_a_thread_of_the_users_own_reaches_the_loggers_and_requests_are
         sent = client.post("/predict", json={"logs": "stop"}).json()["sent"]
         wait_for(lambda: len(ticks.ticks) >= sent, timeout=30)
         assert ticks.ticks == list(range(sent))
+
+
+def test_stop_lets_a_request_waiting_on_the_reply_socket_finish_first(loop):
+    loop.request(1, {"op": "block"})
+    assert loop.api.entered.wait(5)
+    loop.request(2, {"value": "direct"}, direct=True)
+    loop.stop()
+    wait_for(lambda: loop.runner.stopping)  # STOP read before the main thread read request 2
+    loop.api.release.set()
+    got = loop.replies(2)
+    assert got[1][1] == 200 and got[2] == (P.RESULT, 200, b'{"echo":"direct"}')
+    loop.thread.join(5)
+    assert not loop.thread.is_alive()
