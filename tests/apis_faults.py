@@ -53,7 +53,11 @@ class FaultAPI(ls.LitAPI):
             raise HTTPException(status_code=int(x["status"]), detail="custom detail")
         if op == "block":
             path = Path(x["path"])
-            Path(str(path) + ".started").write_text(str(os.getpid()))
+            # Written whole, then renamed into place: a test polling for it never reads it half-written
+            # (the second worker rewrites it when the request is retried there).
+            tmp = Path(f"{path}.started.{os.getpid()}")
+            tmp.write_text(str(os.getpid()))
+            tmp.replace(str(path) + ".started")
             deadline = time.monotonic() + 30
             while not path.exists() and time.monotonic() < deadline:
                 time.sleep(0.002)  # model: a slow computation the test releases by creating the file
