@@ -297,44 +297,48 @@ def _flood_line(i: int, size: int) -> str:
     return f"{i:08d}".ljust(size, "x")
 
 
-class FloodAPI(_Logged, ls.LitAPI):
+class _Flood(_Logged):
+    def flood(self, tag: str, n: int, size: int, end: str = ""):
+        """The flood itself, for every API below: n chunks, logging {"made": i} every 50 chunks and
+        {"closed": made} from its ``finally``."""
+        made = 0
+        try:
+            for i in range(n):
+                if i % 50 == 0:
+                    self._log(tag=tag, made=i)
+                yield _flood_line(i, size) + end
+                made = i + 1
+        finally:
+            self._log(tag=tag, closed=made)
+
+
+class FloodAPI(_Flood, ls.LitAPI):
     """A sync generator, one chunk per FLOOD_PACE: {"n": 1000, "size": 65536, "tag": t} -> n raw text chunks
-    of ``size`` characters. Logs {"made": i} every 50 chunks and {"closed": made} from its ``finally``."""
+    of ``size`` characters."""
 
     def __init__(self, log: str = "", **kw) -> None:
         super().__init__(stream=True, **kw)
         self.log_path = log
 
     def predict(self, x):
-        made = 0
-        try:
-            for i in range(x["n"]):
-                if i % 50 == 0:
-                    self._log(tag=x["tag"], made=i)
-                yield _flood_line(i, x["size"])
-                made = i + 1
-        finally:
-            self._log(tag=x["tag"], closed=made)
+        yield from self.flood(x["tag"], x["n"], x["size"])
 
     def encode_response(self, output):
         yield from output
 
 
 class AsyncFloodAPI(FloodAPI):
-    """FloodAPI with an async generator ``predict``."""
+    """FloodAPI with an async generator ``predict`` (that never yields to the loop: each chunk blocks)."""
 
     encode_response = ls.LitAPI.encode_response  # chunks as they are
 
     async def predict(self, x):
-        made = 0
+        chunks = self.flood(x["tag"], x["n"], x["size"])
         try:
-            for i in range(x["n"]):
-                if i % 50 == 0:
-                    self._log(tag=x["tag"], made=i)
-                yield _flood_line(i, x["size"])
-                made = i + 1
+            for chunk in chunks:
+                yield chunk
         finally:
-            self._log(tag=x["tag"], closed=made)
+            chunks.close()  # its finally logs "closed" now, when the stream is closed
 
 
 class FloodResponseAPI(FloodAPI):
@@ -350,21 +354,10 @@ class FloodResponseAPI(FloodAPI):
     def encode_response(self, x):
         from starlette.responses import StreamingResponse
 
-        def body():
-            made = 0
-            try:
-                for i in range(x["n"]):
-                    if i % 50 == 0:
-                        self._log(tag=x["tag"], made=i)
-                    yield _flood_line(i, x["size"]) + "\n"
-                    made = i + 1
-            finally:
-                self._log(tag=x["tag"], closed=made)
-
-        return StreamingResponse(body(), media_type="text/plain")
+        return StreamingResponse(self.flood(x["tag"], x["n"], x["size"], end="\n"), media_type="text/plain")
 
 
-class FloodLLM(_Logged, ls.LitAPI):
+class FloodLLM(_Flood, ls.LitAPI):
     """FloodAPI behind ``OpenAISpec``: the last message's content "<tag> <n> <size>" -> n chunks of text."""
 
     def __init__(self, log: str = "", **kw) -> None:
@@ -373,12 +366,4 @@ class FloodLLM(_Logged, ls.LitAPI):
 
     def predict(self, messages):
         tag, n, size = messages[-1]["content"].split()
-        made = 0
-        try:
-            for i in range(int(n)):
-                if i % 50 == 0:
-                    self._log(tag=tag, made=i)
-                yield _flood_line(i, int(size))
-                made = i + 1
-        finally:
-            self._log(tag=tag, closed=made)
+        yield from self.flood(tag, int(n), int(size))
