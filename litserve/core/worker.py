@@ -274,11 +274,13 @@ class SyncRunner(Inbox):
                 if batch is None:
                     if self.stopping:
                         break
-                    self.poller.poll()  # blocks (without the GIL) for a request on ``out``, or a wake
-                    try:
-                        os.read(self._woken, 4096)
-                    except BlockingIOError:
-                        pass
+                    # Blocks (without the GIL) for a request on ``out``, or a wake; the pipe is read
+                    # only when it was the wake (most wakes are a request, and a read would fail).
+                    if any(fd == self._woken for fd, _ in self.poller.poll()):
+                        try:
+                            os.read(self._woken, 4096)
+                        except BlockingIOError:
+                            pass
                     continue
                 self._run(batch)
                 self._flush()
