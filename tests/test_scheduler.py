@@ -341,13 +341,19 @@ def test_a_held_job_is_revoked_for_an_idle_worker_and_starts_there():
     assert h.s.waiting == 0
 
 
-def test_a_revoke_that_arrives_after_the_job_started_changes_nothing():
+def _revoking_held_job() -> Harness:
+    """Worker a runs job 1 and holds job 2; idle worker b joins, so a REVOKE for 2 is on its way to a."""
     h = Harness()
     h.s.add_worker("a", 1, prefetch=1)
     h.submit(2)
     h.schedule()
     h.s.add_worker("b", 1)
     assert h.s.revocations() == [("a", [2])]
+    return h
+
+
+def test_a_revoke_that_arrives_after_the_job_started_changes_nothing():
+    h = _revoking_held_job()
     assert h.s.complete(1, "a")  # the worker finished 1 and started 2 before it read the REVOKE
     assert h.s.waiting == 0 and h.s.holds(2, "a")
     assert h.s.complete(2, "a")
@@ -564,12 +570,7 @@ def test_a_held_job_cancelled_while_its_revoke_is_on_the_way_is_not_queued_again
     # The client left while the job was held and a REVOKE for it was in flight: the worker gives it
     # back (REVOKED) without running it. Queued again, it would run for nobody, at the head of the
     # queue, and count against max_queue_size meanwhile.
-    h = Harness()
-    h.s.add_worker("a", 1, prefetch=1)
-    h.submit(2)
-    h.schedule()
-    h.s.add_worker("b", 1)
-    assert h.s.revocations() == [("a", [2])]
+    h = _revoking_held_job()
     assert h.cancel(2) == "a"  # the app sends CANCEL to a; the REVOKE got there first
     assert h.s.revoked(2, "a")
     assert h.jobs[2].state == DROPPED
